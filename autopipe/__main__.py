@@ -1,0 +1,5 @@
+import sys
+
+from autopipe.cli import main
+
+sys.exit(main())

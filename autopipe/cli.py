@@ -1,0 +1,142 @@
+"""The ``autopipe`` command line: ``tune``, ``submit``, ``best``, ``validate`` and the history /
+prior commands. Bad input exits with code 2 and one line on stderr, without a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from autopipe.errors import AutoPipeError
+
+
+def _quiet_env() -> None:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from autopipe.spec import load_spec
+
+    spec = load_spec(args.spec)
+    space = spec.to_space()
+    print(f"{args.spec}: ok - job {spec.name!r}, {len(space)} searched parameters "
+          f"({', '.join(space.names)}), {spec.budget.max_trials} trials, search {spec.search.algorithm}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from autopipe.spec import load_spec
+
+    spec = load_spec(args.spec)  # validate before anything starts
+    if args.max_trials is not None:
+        if args.max_trials < 1:
+            raise AutoPipeError(f"--max-trials must be >= 1, but got {args.max_trials}")
+        spec.budget.max_trials = args.max_trials
+        spec.budget.max_concurrent = min(spec.budget.max_concurrent, args.max_trials)
+    if args.tracking_uri:
+        spec.tracking.uri = args.tracking_uri
+    if not args.address:
+        from autopipe.tune.runner import local_ray_env
+
+        local_ray_env()  # before Ray is imported
+    from autopipe.tune.runner import format_summary, run_job
+
+    res = run_job(spec, address=args.address, verbose=0 if args.quiet else 1)
+    print(format_summary(res))
+    return 130 if res.interrupted else 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    import yaml
+
+    from autopipe.tracking import Tracker
+    from autopipe.tune.runner import read_best
+
+    if not args.job and not args.run_id:
+        raise AutoPipeError("best needs --job NAME or --run-id ID, but got neither")
+    tracker = Tracker(args.tracking_uri)
+    tracker.check()
+    doc = read_best(tracker, job=args.job, run_id=args.run_id)
+    if args.full:
+        print(yaml.safe_dump(doc, sort_keys=False).rstrip())
+    else:
+        print(f"# job {doc.get('job')}: {doc.get('objective')} = {doc.get('value')}, "
+              f"trial {doc.get('trial_id')}, MLflow run {doc.get('mlflow_run_id')}")
+        print(yaml.safe_dump(doc["config"], sort_keys=False).rstrip())
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from autopipe.spec import load_spec
+    from autopipe.submit import submit
+
+    spec = load_spec(args.spec)
+    return submit(spec, args.spec, args.address, wait=args.wait, timeout_s=args.timeout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="autopipe",
+        description="Budget-aware configuration search for SFT -> RL post-training on Ray.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    v = sub.add_parser("validate", help="check a job spec and print its search space")
+    v.add_argument("spec")
+    v.set_defaults(func=cmd_validate)
+
+    t = sub.add_parser("tune", help="run a tuning job (embedded Ray, or --address)")
+    t.add_argument("spec", help="job YAML")
+    t.add_argument("--address", default=None,
+                   help="existing Ray cluster to connect to (e.g. auto, ray://host:10001)")
+    t.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (overrides the spec)")
+    t.add_argument("--max-trials", type=int, default=None, help="override budget.max_trials")
+    t.add_argument("--quiet", action="store_true", help="no Ray Tune progress table")
+    t.set_defaults(func=cmd_tune)
+
+    s = sub.add_parser("submit", help="submit a job to a Ray cluster via the Job Submission API")
+    s.add_argument("spec", help="job YAML")
+    s.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://HOST:8265")
+    s.add_argument("--wait", action="store_true", help="wait for the job to end and print its logs")
+    s.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait with --wait")
+    s.set_defaults(func=cmd_submit)
+
+    b = sub.add_parser("best", help="print the best configuration of a job from MLflow")
+    b.add_argument("--job", default=None, help="job name (its latest run with a result)")
+    b.add_argument("--run-id", default=None, help="a job's parent MLflow run id")
+    b.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or the local store)")
+    b.add_argument("--full", action="store_true", help="print the whole record, not just the config")
+    b.set_defaults(func=cmd_best)
+
+    try:
+        from autopipe import cli_history
+    except ImportError:  # the history/prior commands ship with autopipe.history
+        cli_history = None
+    if cli_history is not None:
+        cli_history.register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_env()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except AutoPipeError as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"autopipe: error: {msg}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("autopipe: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

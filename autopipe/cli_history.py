@@ -1,0 +1,256 @@
+"""The ``autopipe history`` and ``autopipe prior`` subcommands: argument parsing and printing
+only, over :mod:`autopipe.history` and :mod:`autopipe.prior`. ``register(subparsers)`` adds them
+to the main parser; each handler (``args.func``) returns an exit code and raises
+:class:`~autopipe.errors.AutoPipeError` subclasses for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from autopipe.errors import DataError
+from autopipe.history.model import History, concat_histories
+
+
+def register(subparsers: Any) -> None:
+    """Add ``history {show,export}`` and ``prior {fit,evaluate}`` to ``subparsers``."""
+    hist = subparsers.add_parser("history", help="inspect and export offline run histories")
+    hsub = hist.add_subparsers(dest="history_command", metavar="{show,export}", required=True)
+
+    show = hsub.add_parser("show", help="summarize a run table or an MLflow experiment")
+    show.add_argument("source", help="run table folder, or mlflow:EXPERIMENT")
+    show.add_argument(
+        "--tracking-uri", default=None, help="MLflow tracking URI (for mlflow: sources)"
+    )
+    show.set_defaults(func=cmd_history_show)
+
+    exp = hsub.add_parser("export", help="write a history as a run table folder")
+    exp.add_argument(
+        "--from", dest="source", required=True, help="mlflow:EXPERIMENT or a run table folder"
+    )
+    exp.add_argument("--out", required=True, help="run table folder to write")
+    exp.add_argument(
+        "--tracking-uri", default=None, help="MLflow tracking URI (for mlflow: sources)"
+    )
+    exp.set_defaults(func=cmd_history_export)
+
+    prior = subparsers.add_parser(
+        "prior", help="fit and evaluate the dataset-conditioned ranking prior"
+    )
+    psub = prior.add_subparsers(dest="prior_command", metavar="{fit,evaluate}", required=True)
+
+    fit = psub.add_parser("fit", help="fit the ranking prior on one or more histories")
+    fit.add_argument(
+        "--history", nargs="+", required=True, help="run table folders or mlflow:EXPERIMENT"
+    )
+    fit.add_argument("--out", required=True, help="folder to write the prior to")
+    _ranker_args(fit)
+    fit.set_defaults(func=cmd_prior_fit)
+
+    ev = psub.add_parser("evaluate", help="evaluate the prior (leave-one-dataset-out with --lodo)")
+    ev.add_argument("--history", required=True, help="run table folder or mlflow:EXPERIMENT")
+    mode = ev.add_mutually_exclusive_group(required=True)
+    mode.add_argument(
+        "--lodo", action="store_true", help="leave-one-group-out: refit without each task group"
+    )
+    mode.add_argument("--prior", default=None, help="evaluate a saved prior on every task instead")
+    ev.add_argument(
+        "--eval-configs",
+        type=int,
+        default=None,
+        help="evaluate a subsample of N configurations per task (default: all)",
+    )
+    ev.add_argument(
+        "--random-draws",
+        type=int,
+        default=10,
+        help="random orders averaged for the random baseline",
+    )
+    ev.add_argument("--out", default=None, help="also write the markdown table to this file")
+    ev.add_argument("--csv", default=None, help="also write the per-task rows to this CSV file")
+    _ranker_args(ev)
+    ev.set_defaults(func=cmd_prior_evaluate)
+
+
+def _ranker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-configs",
+        type=int,
+        default=600,
+        help="training configurations per task, sampled evenly (default 600)",
+    )
+    p.add_argument(
+        "--models", type=int, default=3, help="ensemble members, one seed each (default 3)"
+    )
+    p.add_argument(
+        "--no-meta", action="store_true", help="config-only features (ignore meta-features)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=2, help="XGBoost threads")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (for mlflow: sources)")
+
+
+def load_history(source: str, tracking_uri: str | None = None) -> History:
+    """A run table folder or ``mlflow:EXPERIMENT`` -> History."""
+    from autopipe.history.mlflow_reader import parse_source, read_mlflow_experiment
+    from autopipe.history.runtable import read_run_table
+
+    kind, where = parse_source(source)
+    if kind == "mlflow":
+        return read_mlflow_experiment(where, tracking_uri=tracking_uri)
+    return read_run_table(where)
+
+
+def _ranker_config(args: argparse.Namespace) -> Any:
+    from autopipe.prior.ranker import RankerConfig
+
+    for name, v in (
+        ("--max-configs", args.max_configs),
+        ("--models", args.models),
+        ("--jobs", args.jobs),
+    ):
+        if v < 1:
+            raise DataError(f"{name} must be >= 1, but got {v}")
+    return RankerConfig(
+        max_configs_per_task=args.max_configs,
+        n_models=args.models,
+        use_meta=not args.no_meta,
+        seed=args.seed,
+        n_jobs=args.jobs,
+    )
+
+
+# --------------------------------------------------------------------------- handlers
+def cmd_history_show(args: argparse.Namespace) -> int:
+    h = load_history(args.source, args.tracking_uri)
+    print(format_summary(h.summary()))
+    return 0
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    def num(v: float) -> str:
+        return "nan" if not math.isfinite(v) else f"{v:.6g}"
+
+    lines = [
+        f"history {s['name']} ({s['source']})",
+        f"  objective  {s['objective']} ({s['mode']}): min {num(s['y_min'])}, median {num(s['y_median'])}, max {num(s['y_max'])}",
+        f"  cost unit  {s['cost_unit']}",
+        f"  params     {len(s['params'])}: {', '.join(s['params'])}",
+        f"  tasks      {s['tasks']} in {s['groups']} groups, {s['meta_features']} meta-features",
+        f"  runs       {s['runs']} ({', '.join(f'{k} {v}' for k, v in sorted(s['status'].items()))}), {s['seeds']} seeds",
+        f"  configs    {s['configs']} (task, configuration) pairs",
+        f"  curves     {s['curve_rows']} rows; signals: {', '.join(s['curve_signals']) or 'none'}",
+        "",
+        f"  {'task':<28} {'group':<28} {'runs':>9} {'configs':>8} {'best':>11} {'median':>11}",
+    ]
+    for t in s["per_task"]:
+        lines.append(
+            f"  {t['task'][:28]:<28} {t['group'][:28]:<28} {t['runs']:>9} {t['configs']:>8} "
+            f"{num(t['best']):>11} {num(t['median']):>11}"
+        )
+    return "\n".join(lines)
+
+
+def cmd_history_export(args: argparse.Namespace) -> int:
+    from autopipe.history.runtable import write_run_table
+
+    h = load_history(args.source, args.tracking_uri)
+    out = write_run_table(
+        h,
+        args.out,
+        readme=(
+            f"{h.name}: {len(h.tasks)} tasks, {len(h.runs)} runs, exported by `autopipe history export "
+            f"--from {args.source}`.\nObjective: {h.objective} ({h.mode}). Cost: {h.cost_unit}.\n"
+        ),
+    )
+    print(f"wrote {len(h.runs)} runs of {len(h.tasks)} tasks to {out}")
+    return 0
+
+
+def cmd_prior_fit(args: argparse.Namespace) -> int:
+    from autopipe.prior.ranker import RankingPrior
+
+    config = _ranker_config(args)
+    h = concat_histories([load_history(src, args.tracking_uri) for src in args.history])
+    t0 = time.perf_counter()
+    prior = RankingPrior.fit(h, config)
+    fit_s = time.perf_counter() - t0
+    path = prior.save(args.out)
+    kept = prior.meta_filter.kept
+    print(
+        f"fitted {config.n_models} rankers on {len(prior.training['tasks'])} tasks "
+        f"({prior.training['rows_per_model']} rows each) in {fit_s:.1f}s; "
+        f"meta-features kept {len(kept)}: {', '.join(kept) or 'none'}"
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_prior_evaluate(args: argparse.Namespace) -> int:
+    from autopipe.prior.evaluate import evaluate_prior, lodo_evaluate, render_markdown
+    from autopipe.prior.ranker import RankingPrior
+
+    if args.eval_configs is not None and args.eval_configs < 2:
+        raise DataError(f"--eval-configs must be >= 2, but got {args.eval_configs}")
+    config = _ranker_config(args)
+    h = load_history(args.history, args.tracking_uri)
+    t0 = time.perf_counter()
+    if args.lodo:
+        res = lodo_evaluate(
+            h,
+            config,
+            max_eval_configs=args.eval_configs,
+            n_random=args.random_draws,
+            seed=args.seed,
+            progress=lambda msg: print(msg, file=sys.stderr),
+        )
+        title = f"{h.name}: leave-one-group-out ({h.tasks['group'].nunique()} groups)"
+    else:
+        res = evaluate_prior(
+            RankingPrior.load(args.prior),
+            h,
+            max_eval_configs=args.eval_configs,
+            n_random=args.random_draws,
+            seed=args.seed,
+        )
+        title = f"{h.name}: prior {args.prior} on every task (not held out)"
+    elapsed = time.perf_counter() - t0
+    subset = f"a uniform subsample of {args.eval_configs}" if args.eval_configs else "all"
+    note = (
+        f"Objective {h.objective} ({h.mode}); metrics over {subset} configurations with a finite "
+        f"seed-averaged objective of each evaluated task; {config.n_models} rankers, at most "
+        f"{config.max_configs_per_task} training configurations per task; seed {args.seed}; "
+        f"{elapsed:.0f}s."
+    )
+    md = render_markdown(res, title, note)
+    print(md)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(md)
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        res.to_csv(args.csv, index=False)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point over just these subcommands (the full CLI is ``autopipe``)."""
+    from autopipe.errors import AutoPipeError
+
+    parser = argparse.ArgumentParser(prog="autopipe")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except AutoPipeError as e:
+        print(f"autopipe: error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

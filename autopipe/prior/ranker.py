@@ -1,0 +1,295 @@
+"""The dataset-conditioned ranking prior: an ensemble of XGBoost pairwise rankers (``rank:pairwise``,
+one query group per task, so pairs are only formed within a dataset) over the configuration
+encoding of :mod:`autopipe.space` plus filtered dataset meta-features. Scores are z-normalized
+within the scored set. Saved as XGBoost UBJSON model files plus a JSON sidecar; never pickled.
+
+Notation: ``X_cfg`` is ``(n, space.n_features)`` configuration features, ``m`` the ``(n_meta,)``
+kept meta-features of one task, ``y_max`` the direction-aware objective (larger is better).
+This module fits and scores; evaluation lives in :mod:`autopipe.prior.evaluate`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+from autopipe.errors import DataError
+from autopipe.history.metafeatures import FeatureFilter, select_meta_features
+from autopipe.history.model import META_PREFIX, History, configs_to_frame
+from autopipe.space import Space
+
+FORMAT = "autopipe-prior/1"
+SIDECAR = "prior.json"
+
+
+@dataclass
+class RankerConfig:
+    """Hyperparameters of the prior; the defaults are the ones benchmarked in
+    ``benchmarks/PRIOR.md`` (hpobench and hpolib LODO)."""
+
+    max_configs_per_task: int = 600  # NOTE: as in the AutoPipe paper; sampled evenly over y
+    n_models: int = 3  # ensemble members, one seed each
+    n_label_bins: int = 32  # integer relevance labels: within-task quantile bins of y
+    use_meta: bool = True
+    n_estimators: int = 300
+    max_depth: int = 6
+    learning_rate: float = 0.05
+    subsample: float = 0.8
+    colsample_bytree: float = 0.8
+    min_child_weight: float = 1.0
+    reg_lambda: float = 1.0
+    pair_method: str = "mean"  # lambdarank_pair_method: pairs sampled across the whole list
+    pairs_per_sample: int = 8
+    n_jobs: int = 2
+    seed: int = 0
+    filter_min_variance: float = 1e-3
+    filter_max_abs_corr: float = 0.95
+    filter_max_missing: float = 0.5
+
+    def xgb_params(self, seed: int) -> dict[str, Any]:
+        return {
+            "objective": "rank:pairwise",
+            "eval_metric": "ndcg@10",
+            "tree_method": "hist",
+            "max_depth": self.max_depth,
+            "eta": self.learning_rate,
+            "subsample": self.subsample,
+            "colsample_bytree": self.colsample_bytree,
+            "min_child_weight": self.min_child_weight,
+            "lambda": self.reg_lambda,
+            "lambdarank_pair_method": self.pair_method,
+            "lambdarank_num_pair_per_sample": self.pairs_per_sample,
+            "nthread": self.n_jobs,
+            "seed": seed,
+            "verbosity": 0,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> RankerConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def even_subsample(y_max: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of at most ``k`` rows sampled evenly over the ranking of ``y_max``: sort, cut into
+    ``k`` equal strata and draw one row per stratum (all rows when there are at most ``k``)."""
+    n = len(y_max)
+    if n <= k:
+        return np.arange(n)
+    order = np.argsort(y_max, kind="stable")
+    edges = np.linspace(0, n, k + 1)
+    lo = np.floor(edges[:-1]).astype(np.int64)
+    hi = np.maximum(np.floor(edges[1:]).astype(np.int64), lo + 1)
+    pick = lo + np.floor(rng.random(k) * (hi - lo)).astype(np.int64)
+    return np.sort(order[np.minimum(pick, n - 1)])
+
+
+def relevance_labels(y_max: np.ndarray, n_bins: int) -> np.ndarray:
+    """Integer relevance in ``0..n_bins-1``: the within-task percentile of ``y_max`` (ties share
+    a label), binned."""
+    n = len(y_max)
+    if n < 2:
+        return np.zeros(n)
+    pct = (rankdata(y_max, method="average") - 1) / (n - 1)
+    return np.minimum(np.floor(pct * n_bins), n_bins - 1)
+
+
+def zscore(s: np.ndarray) -> np.ndarray:
+    sd = float(s.std())
+    return (s - s.mean()) / sd if sd > 0 else np.zeros_like(s, dtype=float)
+
+
+@dataclass
+class RankingPrior:
+    """A fitted prior. ``score(meta, configs)`` -> z-scores, larger is better."""
+
+    space: Space
+    meta_filter: FeatureFilter
+    boosters: list[Any]
+    config: RankerConfig = field(default_factory=RankerConfig)
+    objective: str = "objective"
+    mode: str = "max"
+    training: dict[str, Any] = field(default_factory=dict)
+
+    # ----------------------------------------------------------------- fit
+    @classmethod
+    def fit(
+        cls,
+        history: History,
+        config: RankerConfig | None = None,
+        tasks: Sequence[str] | None = None,
+    ) -> RankingPrior:
+        """Fit on ``tasks`` of ``history`` (default: all). Configurations whose runs all failed
+        (NaN ``y``) are left out; tasks with fewer than 2 usable configurations are skipped."""
+        import xgboost as xgb
+
+        config = config or RankerConfig()
+        tasks = list(tasks) if tasks is not None else history.task_ids
+        if config.use_meta and history.meta_columns:
+            meta_table = history.tasks.set_index("task").loc[tasks, history.meta_columns]
+            meta_table.columns = [c[len(META_PREFIX) :] for c in meta_table.columns]
+            meta_filter = select_meta_features(
+                meta_table,
+                min_variance=config.filter_min_variance,
+                max_abs_corr=config.filter_max_abs_corr,
+                max_missing=config.filter_max_missing,
+            )
+        else:
+            meta_filter = FeatureFilter([], {})
+        per_task = []
+        for t in tasks:
+            ct = history.config_table(t)
+            ct = ct.loc[np.isfinite(ct["y_max"].to_numpy(dtype=float))]
+            if len(ct) < 2:
+                continue
+            X = history.encode(ct)
+            m = meta_filter.apply(history.meta_features(t))
+            per_task.append((t, X, m, ct["y_max"].to_numpy(dtype=float)))
+        if not per_task:
+            raise DataError(
+                f"{history.where}: no task has 2 or more configurations with a finite objective to rank"
+            )
+
+        boosters = []
+        n_rows = 0
+        for k in range(config.n_models):
+            seed = config.seed + k
+            rng = np.random.default_rng([config.seed, k])
+            Xs, labels, qid = [], [], []
+            for q, (_, X, m, y) in enumerate(per_task):
+                idx = even_subsample(y, config.max_configs_per_task, rng)
+                Xs.append(_join(X[idx], m))
+                labels.append(relevance_labels(y[idx], config.n_label_bins))
+                qid.append(np.full(len(idx), q, dtype=np.int64))
+            dtrain = xgb.DMatrix(
+                np.vstack(Xs), label=np.concatenate(labels), qid=np.concatenate(qid), missing=np.nan
+            )
+            n_rows = dtrain.num_row()
+            boosters.append(
+                xgb.train(config.xgb_params(seed), dtrain, num_boost_round=config.n_estimators)
+            )
+        return cls(
+            space=history.space,
+            meta_filter=meta_filter,
+            boosters=boosters,
+            config=config,
+            objective=history.objective,
+            mode=history.mode,
+            training={
+                "history": history.where,
+                "tasks": [t for t, *_ in per_task],
+                "rows_per_model": n_rows,
+            },
+        )
+
+    # ----------------------------------------------------------------- score
+    @property
+    def feature_names(self) -> list[str]:
+        return self.space.feature_names() + [META_PREFIX + k for k in self.meta_filter.kept]
+
+    def score(
+        self, meta: Mapping[str, float] | None, configs: pd.DataFrame | Sequence[Mapping[str, Any]]
+    ) -> np.ndarray:
+        """Z-scores ``(n,)`` of ``configs`` (a frame with one column per parameter, or dicts) on
+        a task with meta-features ``meta`` (names without prefix; missing ones are NaN)."""
+        frame = (
+            configs if isinstance(configs, pd.DataFrame) else configs_to_frame(self.space, configs)
+        )
+        missing = [n for n in self.space.names if n not in frame.columns]
+        if missing:
+            raise DataError(f"configs miss parameter columns {missing}")
+        X = self.space.encode_columns({n: frame[n].to_numpy() for n in self.space.names})
+        return self.score_features(meta, X)
+
+    def score_features(self, meta: Mapping[str, float] | None, X_cfg: np.ndarray) -> np.ndarray:
+        """Z-scores of already-encoded configurations ``X_cfg``."""
+        import xgboost as xgb
+
+        if X_cfg.shape[1] != self.space.n_features:
+            raise DataError(
+                f"X_cfg must have {self.space.n_features} columns, but got {X_cfg.shape[1]}"
+            )
+        if len(X_cfg) == 0:
+            return np.zeros(0)
+        d = xgb.DMatrix(_join(X_cfg, self.meta_filter.apply(meta or {})), missing=np.nan)
+        s = np.mean([zscore(b.predict(d).astype(float)) for b in self.boosters], axis=0)
+        return zscore(s)
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> Path:
+        """Write ``path/prior.json`` and ``path/model_<k>.ubj`` (a folder, created)."""
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        models = []
+        for k, b in enumerate(self.boosters):
+            name = f"model_{k}.ubj"
+            b.save_model(str(root / name))
+            models.append(name)
+        sidecar = {
+            "format": FORMAT,
+            "space": self.space.to_json(),
+            "feature_names": self.feature_names,
+            "meta_filter": self.meta_filter.to_json(),
+            "normalization": "per model z-score within the scored set, averaged, z-scored again",
+            "objective": self.objective,
+            "mode": self.mode,
+            "config": asdict(self.config),
+            "models": models,
+            "training": self.training,
+        }
+        (root / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
+        return root
+
+    @classmethod
+    def load(cls, path: str | Path) -> RankingPrior:
+        import xgboost as xgb
+
+        root = Path(path)
+        file = root / SIDECAR
+        if not file.is_file():
+            raise DataError(f"{file}: prior sidecar is missing")
+        try:
+            d = json.loads(file.read_text())
+        except json.JSONDecodeError as e:
+            raise DataError(f"{file}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        if d.get("format") != FORMAT:
+            raise DataError(f"{file}: format must be {FORMAT!r}, but got {d.get('format')!r}")
+        space = Space.from_json(d["space"])
+        meta_filter = FeatureFilter.from_json(d["meta_filter"])
+        boosters = []
+        for name in d["models"]:
+            if not (root / name).is_file():
+                raise DataError(f"{root / name}: model file named in {SIDECAR} is missing")
+            b = xgb.Booster()
+            b.load_model(str(root / name))
+            want = space.n_features + len(meta_filter.kept)
+            if b.num_features() != want:
+                raise DataError(
+                    f"{root / name}: model has {b.num_features()} features, but the sidecar names {want}"
+                )
+            boosters.append(b)
+        return cls(
+            space=space,
+            meta_filter=meta_filter,
+            boosters=boosters,
+            config=RankerConfig.from_json(d.get("config", {})),
+            objective=str(d.get("objective", "objective")),
+            mode=str(d.get("mode", "max")),
+            training=dict(d.get("training", {})),
+        )
+
+
+def _join(X_cfg: np.ndarray, m: np.ndarray) -> np.ndarray:
+    if m.size == 0:
+        return np.asarray(X_cfg, dtype=float)
+    return np.hstack([X_cfg, np.broadcast_to(m, (len(X_cfg), m.size))])
+
+
+__all__ = ["RankerConfig", "RankingPrior", "even_subsample", "relevance_labels", "zscore"]

@@ -1,0 +1,150 @@
+"""Ray-free proposal cores. Contract (who calls what, in order):
+
+1. ``propose(trial_id)`` is called when a trial slot is free; it returns a configuration (a dict
+   valid in the space) or ``None`` when the core has nothing more to propose (finite spaces).
+2. ``observe(trial_id, value, noise_var=None)`` is called at most once per proposed trial with its
+   final objective in the core's maximisation sense (the adapter flips ``min``); ``value`` is
+   ``None`` for a trial that failed. Results after completion are ignored.
+3. ``state()`` / ``from_state()`` round-trip everything needed to continue identically.
+
+Cores own their ``np.random.Generator``; nothing seeds global state.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from autopipe.space import Space
+
+STATE_VERSION = 1
+
+
+class ProposalCore:
+    """Base class holding the bookkeeping every core shares."""
+
+    name = "base"
+
+    def __init__(self, space: Space, seed: int = 0) -> None:
+        self.space = space
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(self.seed)
+        self.pending: dict[str, dict[str, Any]] = {}
+        self.observed: list[tuple[str, dict[str, Any], float | None, float | None]] = []
+
+    # ------------------------------------------------------------------ contract
+    def propose(self, trial_id: str) -> dict[str, Any] | None:
+        cfg = self._propose()
+        if cfg is not None:
+            self.pending[trial_id] = cfg
+        return cfg
+
+    def observe(self, trial_id: str, value: float | None, noise_var: float | None = None) -> None:
+        cfg = self.pending.pop(trial_id, None)
+        if cfg is None:
+            return  # unknown or already observed: results after completion are ignored
+        if value is not None and not math.isfinite(value):
+            value = None
+        self.observed.append((trial_id, cfg, value, noise_var))
+
+    def best(self) -> tuple[dict[str, Any], float] | None:
+        ok = [(c, v) for _, c, v, _ in self.observed if v is not None]
+        return max(ok, key=lambda t: t[1]) if ok else None
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "name": self.name,
+            "seed": self.seed,
+            "rng": self.rng.bit_generator.state,
+            "pending": self.pending,
+            "observed": [list(o) for o in self.observed],
+            "extra": self._extra_state(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION or state.get("name") != self.name:
+            raise ValueError(
+                f"searcher state must be version {STATE_VERSION} of {self.name!r}, but got "
+                f"version {state.get('version')} of {state.get('name')!r}"
+            )
+        self.seed = state["seed"]
+        self.rng.bit_generator.state = state["rng"]
+        self.pending = dict(state["pending"])
+        self.observed = [tuple(o) for o in state["observed"]]  # type: ignore[misc]
+        self._load_extra_state(state.get("extra") or {})
+
+    # ------------------------------------------------------------------ hooks
+    def _propose(self) -> dict[str, Any] | None:
+        raise NotImplementedError  # abstract
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        return None
+
+
+class RandomCore(ProposalCore):
+    """Uniform sampling on each parameter's natural scale; avoids repeating a configuration
+    while the space has unseen ones (finite spaces end when exhausted)."""
+
+    name = "random"
+
+    def __init__(self, space: Space, seed: int = 0) -> None:
+        super().__init__(space, seed)
+        self._seen: set[tuple] = set()
+        self._size = space.grid_size() if space.is_finite and len(space) <= 12 else math.inf
+
+    def _propose(self) -> dict[str, Any] | None:
+        if len(self._seen) >= self._size:
+            return None
+        cfg = self.space.sample(self.rng)
+        for _ in range(200):
+            if self.space.config_key(cfg) not in self._seen:
+                break
+            cfg = self.space.sample(self.rng)
+        self._seen.add(self.space.config_key(cfg))
+        return cfg
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"seen": [list(k) for k in self._seen]}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        self._seen = {tuple(tuple(kv) for kv in k) for k in extra.get("seen", [])}
+
+
+class GridCore(ProposalCore):
+    """Every configuration of a finite space, in a seeded random order."""
+
+    name = "grid"
+
+    def __init__(self, space: Space, seed: int = 0) -> None:
+        super().__init__(space, seed)
+        if not space.is_finite:
+            from autopipe.errors import SpaceError
+
+            raise SpaceError(
+                "search.algorithm 'grid' needs a finite space (values/choices only), but the "
+                "space has a continuous range"
+            )
+        self._grid = list(space.iter_grid())
+        self._order = [int(i) for i in self.rng.permutation(len(self._grid))]
+        self._next = 0
+
+    def _propose(self) -> dict[str, Any] | None:
+        if self._next >= len(self._order):
+            return None
+        cfg = self._grid[self._order[self._next]]
+        self._next += 1
+        return dict(cfg)
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"next": self._next, "order": self._order}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        self._next = int(extra["next"])
+        self._order = [int(i) for i in extra["order"]]

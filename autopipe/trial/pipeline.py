@@ -1,0 +1,503 @@
+"""One trial of the post-training pipeline: TRL ``SFTTrainer``, then ``GRPOTrainer`` or
+``DPOTrainer``, then exact-match evaluation on the held-out split.
+
+This module is Ray-free: progress goes to a ``Reporter`` callable, so the same code runs inside a
+Ray Train worker (``autopipe.trial.worker``) or directly (benchmarks, tests). It never imports
+BoTorch, XGBoost or MLflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autopipe import metrics as M
+from autopipe.errors import TrialError
+from autopipe.tasks import (
+    TaskData,
+    completion_text,
+    is_correct,
+    make_reward_funcs,
+    wrong_answer,
+)
+
+# metrics: dict of metric name -> value; checkpoint: a local directory to persist, or None
+Reporter = Callable[[dict[str, Any], "str | None"], None]
+
+# TRL log keys -> our metric names (producer side of autopipe.metrics)
+_LOG_KEYS = {
+    "loss": M.TRAIN_LOSS,
+    "eval_loss": M.EVAL_LOSS,
+    "grad_norm": M.GRAD_NORM,
+    "learning_rate": M.LEARNING_RATE,
+    "entropy": M.ENTROPY,
+    "reward": M.REWARD_MEAN,
+    "reward_std": M.REWARD_STD,
+    "kl": M.KL,
+    "completions/mean_length": M.COMPLETION_LENGTH,
+    "rewards/margins": M.REWARD_MEAN,  # DPO: reward margin chosen - rejected
+}
+
+
+@dataclass
+class TrialSettings:
+    """Everything a trial needs besides its configuration (from the job spec)."""
+
+    model_name: str = "tiny-llama"
+    model_path: str | None = None
+    max_length: int = 64
+    max_completion_length: int = 16
+    dtype: str = "float32"
+    eval_samples: int = 4
+    eval_temperature: float = 0.8
+    reward_format_weight: float = 0.1
+    deepspeed: int | None = None
+    threads: int | None = None
+    seed: int = 0
+    reports_per_stage: int = 10
+    eval_loss_examples: int = 64
+    early_stop_fraction: float = 1.0  # stop after this fraction of the full trial (1.0 = never)
+
+
+@dataclass
+class TrialOutcome:
+    status: str  # metrics.STATUS_*
+    objective: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+    failure: str | None = None
+
+
+def _sft_steps(cfg: dict[str, Any], n_train: int, world: int) -> int:
+    if "sft.steps" in cfg:
+        return int(cfg["sft.steps"])
+    per_step = max(1, int(cfg["sft.batch_size"]) * world)
+    return max(1, math.ceil(float(cfg["sft.epochs"]) * n_train / per_step))
+
+
+def plan_steps(cfg: dict[str, Any], n_train: int, world: int = 1) -> tuple[int, int]:
+    """``(sft_steps, rl_steps)`` of a full trial."""
+    rl = int(cfg.get("rl.steps", 0)) if cfg.get("rl.algorithm") else 0
+    return _sft_steps(cfg, n_train, world), rl
+
+
+class _Progress:
+    """Shared by the trainer callbacks: turns TRL logs into reports with fractions."""
+
+    def __init__(self, report: Reporter, total_steps: int, t0: float, world: int) -> None:
+        self.report = report
+        self.total = max(1, total_steps)
+        self.t0 = t0
+        self.world = world
+        self.offset = 0
+        self.stage = "sft"
+        self.last: dict[str, float] = {}
+        self.objective = float("nan")
+
+    def base(self, step: int) -> dict[str, Any]:
+        g = self.offset + step
+        return {
+            M.STAGE: self.stage,
+            M.GLOBAL_STEP: g,
+            M.FRACTION: min(1.0, g / self.total),
+            M.ELAPSED_S: time.time() - self.t0,
+            M.COST_S: (time.time() - self.t0) * self.world,
+            M.OBJECTIVE: self.objective,
+        }
+
+    def on_log(self, logs: dict[str, Any], step: int) -> None:
+        out = self.base(step)
+        for k, v in logs.items():
+            name = _LOG_KEYS.get(k)
+            if name is None or not isinstance(v, (int, float)):
+                continue
+            out[name] = float(v)
+        if M.TRAIN_LOSS in out and not math.isfinite(out[M.TRAIN_LOSS]):
+            raise TrialError(f"non-finite train loss ({out[M.TRAIN_LOSS]}) at step {out[M.GLOBAL_STEP]}")
+        self.last.update({k: v for k, v in out.items() if isinstance(v, float)})
+        self.report(out, None)
+
+
+def _callback(progress: _Progress) -> Any:
+    from transformers import TrainerCallback
+
+    class ReportCallback(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
+            if logs and ("loss" in logs or "eval_loss" in logs or "reward" in logs):
+                progress.on_log(logs, state.global_step)
+
+    return ReportCallback()
+
+
+def _common_args(settings: TrialSettings, out_dir: str, steps: int, lr: float, batch: int, seed: int) -> dict[str, Any]:
+    import torch
+
+    every = max(1, steps // max(1, settings.reports_per_stage))
+    args: dict[str, Any] = dict(
+        output_dir=out_dir,
+        max_steps=steps,
+        learning_rate=lr,
+        per_device_train_batch_size=batch,
+        logging_steps=every,
+        save_strategy="no",
+        report_to=[],
+        bf16=settings.dtype == "bfloat16" and torch.cuda.is_available(),
+        fp16=False,
+        gradient_checkpointing=False,
+        seed=seed,
+        data_seed=seed,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+        ddp_find_unused_parameters=False,
+    )
+    if settings.deepspeed and torch.cuda.is_available():
+        args["deepspeed"] = deepspeed_config(settings.deepspeed)
+    return args
+
+
+def deepspeed_config(stage: int) -> dict[str, Any]:
+    """A ZeRO config whose sizes the HF integration fills in ("auto")."""
+    cfg: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "zero_optimization": {"stage": stage, "overlap_comm": True, "contiguous_gradients": True},
+        "bf16": {"enabled": "auto"},
+    }
+    if stage == 3:
+        cfg["zero_optimization"].update(
+            {"stage3_gather_16bit_weights_on_model_save": True, "reduce_bucket_size": "auto"}
+        )
+    return cfg
+
+
+def _dist() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):  # type: ignore[no-untyped-def]
+    import torch
+
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def evaluate(
+    model: Any, tokenizer: Any, data: TaskData, settings: TrialSettings, seed: int
+) -> dict[str, float]:
+    """Exact match on the held-out split: sampled (the objective), greedy and pass@k.
+
+    With several workers each rank scores its shard and the counts are summed.
+    """
+    import torch
+
+    rank, world = _dist()
+    examples = data.eval[rank::world]
+    device = next(model.parameters()).device
+    model.eval()
+    k = settings.eval_samples
+    n_ok_sampled = n_ok_greedy = n_pass = 0
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    batch = 64
+    with torch.no_grad():
+        for i in range(0, len(examples), batch):
+            chunk = examples[i : i + batch]
+            enc = tokenizer([e.prompt for e in chunk], return_tensors="pt", padding=True)
+            enc = {key: v.to(device) for key, v in enc.items() if key in ("input_ids", "attention_mask")}
+            plen = enc["input_ids"].shape[1]
+            common = dict(
+                max_new_tokens=settings.max_completion_length,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            greedy = model.generate(**enc, do_sample=False, **common)
+            # Sampling draws from torch's default generator: fork it so evaluation is seeded
+            # without touching the caller's random state.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+                sampled = model.generate(
+                    **enc, do_sample=True, temperature=max(settings.eval_temperature, 1e-3),
+                    top_k=0, top_p=1.0, num_return_sequences=k, **common,
+                )
+            g_text = tokenizer.batch_decode(greedy[:, plen:], skip_special_tokens=True)
+            s_text = tokenizer.batch_decode(sampled[:, plen:], skip_special_tokens=True)
+            for j, ex in enumerate(chunk):
+                n_ok_greedy += is_correct(g_text[j], ex.answer, data.answer_kind, data.choices)
+                oks = [
+                    is_correct(s_text[j * k + r], ex.answer, data.answer_kind, data.choices)
+                    for r in range(k)
+                ]
+                n_ok_sampled += sum(oks)
+                n_pass += any(oks)
+    counts = torch.tensor([n_ok_sampled, n_ok_greedy, n_pass, len(examples)], dtype=torch.float64)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(counts)
+    n = max(1.0, float(counts[3]))
+    model.train()
+    return {
+        M.ACCURACY: float(counts[0]) / (n * k),
+        M.ACCURACY_GREEDY: float(counts[1]) / n,
+        M.PASS_AT_K: float(counts[2]) / n,
+    }
+
+
+def _sft_dataset(data: TaskData) -> Any:
+    from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": e.prompt, "completion": e.answer} for e in data.train])
+
+
+def _eval_loss_dataset(data: TaskData, n: int) -> Any:
+    from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": e.prompt, "completion": e.answer} for e in data.eval[:n]])
+
+
+def run_sft(
+    model: Any, tokenizer: Any, data: TaskData, cfg: dict[str, Any], settings: TrialSettings,
+    progress: _Progress, steps: int, work_dir: str,
+) -> Any:
+    """SFT with TRL; returns the trained (merged, if LoRA) model."""
+    from trl import SFTConfig, SFTTrainer
+
+    lora_rank = int(cfg.get("sft.lora_rank", 0) or 0)
+    peft_config = None
+    if lora_rank > 0:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0,
+                                 target_modules="all-linear", task_type="CAUSAL_LM")
+    args = _common_args(settings, os.path.join(work_dir, "sft"), steps, float(cfg["sft.lr"]),
+                        int(cfg["sft.batch_size"]), settings.seed)
+    every = args["logging_steps"]
+    args.update(
+        # a float < 1 is a ratio of the total steps in transformers 5
+        warmup_steps=min(float(cfg.get("sft.warmup_ratio", 0.0)), 0.999),
+        weight_decay=float(cfg.get("sft.weight_decay", 0.0)),
+        lr_scheduler_type="cosine",
+        max_length=settings.max_length,
+        completion_only_loss=True,
+        packing=False,
+        eval_strategy="steps",
+        eval_steps=every * 2,
+        per_device_eval_batch_size=64,
+        dataset_num_proc=None,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=SFTConfig(**args),
+        train_dataset=_sft_dataset(data),
+        eval_dataset=_eval_loss_dataset(data, settings.eval_loss_examples),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[_callback(progress)],
+    )
+    trainer.train()
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if lora_rank > 0:
+        model = model.merge_and_unload()
+    del trainer
+    return model
+
+
+def run_grpo(
+    model_dir: str, tokenizer: Any, data: TaskData, cfg: dict[str, Any], settings: TrialSettings,
+    progress: _Progress, steps: int, work_dir: str,
+) -> Any:
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    g = int(cfg.get("rl.num_generations", 8))
+    batch = int(cfg.get("rl.batch_size", 32))
+    batch = max(g, (batch // g) * g)  # completions per step: a multiple of the group size
+    args = _common_args(settings, os.path.join(work_dir, "rl"), steps, float(cfg["rl.lr"]), batch, settings.seed)
+    args.update(
+        num_generations=g,
+        beta=float(cfg.get("rl.beta", 0.0)),
+        temperature=float(cfg.get("rl.temperature", 1.0)),
+        top_k=0,
+        max_completion_length=settings.max_completion_length,
+        scale_rewards="batch",
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        remove_unused_columns=False,
+        shuffle_dataset=True,
+    )
+    funcs = make_reward_funcs(data.answer_kind, data.choices, settings.reward_format_weight)
+    if len(funcs) > 1:
+        args["reward_weights"] = [1.0, 1.0]
+    ds = Dataset.from_list([{"prompt": e.prompt, "answer": e.answer} for e in data.rl])
+    trainer = GRPOTrainer(
+        model=model_dir,
+        reward_funcs=funcs,
+        args=GRPOConfig(**args),
+        train_dataset=ds,
+        processing_class=tokenizer,
+        callbacks=[_callback(progress)],
+    )
+    trainer.train()
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    del trainer
+    return model
+
+
+def run_dpo(
+    model_dir: str, tokenizer: Any, data: TaskData, cfg: dict[str, Any], settings: TrialSettings,
+    progress: _Progress, steps: int, work_dir: str,
+) -> Any:
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    rng = random.Random(settings.seed)
+    rows = [
+        {"prompt": e.prompt, "chosen": e.answer, "rejected": wrong_answer(e, data.answer_kind, data.choices, rng)}
+        for e in data.rl
+    ]
+    args = _common_args(settings, os.path.join(work_dir, "rl"), steps, float(cfg["rl.lr"]),
+                        int(cfg.get("rl.batch_size", 32)), settings.seed)
+    args.update(beta=max(float(cfg.get("rl.beta", 0.1)), 1e-3), max_length=settings.max_length,
+                lr_scheduler_type="constant")
+    trainer = DPOTrainer(
+        model=model_dir,
+        args=DPOConfig(**args),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        callbacks=[_callback(progress)],
+    )
+    trainer.train()
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    del trainer
+    return model
+
+
+def _save(model: Any, tokenizer: Any, path: str) -> str:
+    rank, _ = _dist()
+    if rank == 0:
+        model.save_pretrained(path, safe_serialization=True)
+        tokenizer.save_pretrained(path)
+    _barrier()
+    return path
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def release_memory() -> None:
+    """Free model and optimizer memory between trials in one process."""
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        return
+
+
+def run_trial(
+    cfg: dict[str, Any],
+    data: TaskData,
+    settings: TrialSettings,
+    report: Reporter,
+    work_dir: str | None = None,
+) -> TrialOutcome:
+    """Run SFT -> RL -> evaluation for one configuration and report as it goes.
+
+    Known failures (non-finite loss, out of memory) end the trial with status ``failed`` and a
+    final report carrying ``failed=1`` and the reason; other exceptions propagate.
+    """
+    import torch
+
+    from autopipe.models import build_model
+
+    t0 = time.time()
+    rank, world = _dist()
+    owns_dir = work_dir is None
+    work = work_dir or tempfile.mkdtemp(prefix="autopipe-trial-")
+    sft_steps, rl_steps = plan_steps(cfg, len(data.train), world)
+    progress = _Progress(report, sft_steps + rl_steps, t0, world)
+    algo = cfg.get("rl.algorithm")
+    stop_at = settings.early_stop_fraction * (sft_steps + rl_steps)
+    try:
+        with _threads(settings.threads):
+            model, tokenizer = build_model(
+                settings.model_name, settings.model_path, data.alphabet(),
+                settings.max_length + settings.max_completion_length, settings.seed, settings.dtype,
+            )
+            if torch.cuda.is_available():
+                model = model.to(f"cuda:{torch.cuda.current_device()}")
+            # ---------------------------------------------------------------- SFT
+            sft_run = sft_steps if stop_at >= sft_steps else max(1, int(stop_at))
+            model = run_sft(model, tokenizer, data, cfg, settings, progress, sft_run, work)
+            early = sft_run < sft_steps or (rl_steps > 0 and stop_at < sft_steps + 1)
+            progress.offset = sft_run
+            ev = evaluate(model, tokenizer, data, settings, settings.seed)
+            progress.objective = ev[M.ACCURACY]
+            sft_dir = _save(model, tokenizer, os.path.join(work, "sft_model"))
+            boundary = progress.base(0)
+            boundary.update({M.STAGE: "sft", M.ACCURACY_AFTER_SFT: ev[M.ACCURACY], **ev})
+            report(boundary, sft_dir)
+            after_sft = ev[M.ACCURACY]
+            if early:
+                return TrialOutcome(M.STATUS_EARLY_STOPPED, ev[M.ACCURACY], boundary)
+            # ---------------------------------------------------------------- RL
+            if algo and rl_steps > 0:
+                progress.stage = "rl"
+                del model
+                release_memory()
+                runner = run_grpo if algo == "grpo" else run_dpo
+                model = runner(sft_dir, tokenizer, data, cfg, settings, progress, rl_steps, work)
+                progress.offset = sft_steps + rl_steps
+                ev = evaluate(model, tokenizer, data, settings, settings.seed + 1)
+            # ---------------------------------------------------------------- final
+            progress.stage = "done"
+            progress.objective = ev[M.ACCURACY]
+            final_dir = _save(model, tokenizer, os.path.join(work, "final_model"))
+            out = progress.base(0)
+            out[M.FRACTION] = 1.0
+            out.update(ev)
+            out[M.ACCURACY_AFTER_SFT] = after_sft
+            report(out, final_dir)
+            return TrialOutcome(M.STATUS_COMPLETED, ev[M.ACCURACY], out)
+    except (TrialError, torch.OutOfMemoryError, MemoryError) as e:
+        reason = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+        out = progress.base(0)
+        out.update({M.FAILED: 1.0, M.FAILURE_REASON: reason, M.OBJECTIVE: float("nan")})
+        report(out, None)
+        return TrialOutcome(M.STATUS_FAILED, float("nan"), out, failure=reason)
+    finally:
+        with contextlib.suppress(NameError):
+            del model
+        release_memory()
+        if owns_dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def trial_dir_size(path: str) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())

@@ -1,0 +1,111 @@
+"""Ray Tune callback that mirrors every trial into MLflow: a child run per trial with its
+configuration as params, every report as a step series, and its final status as a tag."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from ray.tune import Callback
+
+from autopipe import metrics as M
+from autopipe.errors import TrackingError
+from autopipe.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+LOGGED = (*M.CURVE_SIGNALS, *M.EVAL_METRICS, M.FRACTION, M.OBJECTIVE, M.ELAPSED_S, M.COST_S)
+
+
+def trial_status(result: dict[str, Any] | None, errored: bool = False) -> str:
+    """Status of a trial from its last report."""
+    if errored or result is None or result.get(M.FAILED):
+        return M.STATUS_FAILED
+    if result.get(M.STAGE) == "done" or float(result.get(M.FRACTION, 0.0)) >= 1.0 - 1e-9:
+        return M.STATUS_COMPLETED
+    return M.STATUS_EARLY_STOPPED
+
+
+class MLflowTrialCallback(Callback):
+    def __init__(self, tracker: Tracker, experiment_id: str, parent_run_id: str,
+                 trial_tags: dict[str, str], constants: dict[str, Any] | None = None) -> None:
+        self.tracker = tracker
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.trial_tags = trial_tags
+        self.constants = dict(constants or {})
+        self.configs: dict[str, dict[str, Any]] = {}
+        self.runs: dict[str, str] = {}  # trial_id -> MLflow run id
+        self.status: dict[str, str] = {}
+        self.last: dict[str, dict[str, Any]] = {}
+
+    def _run(self, trial: Any) -> str:
+        rid = self.runs.get(trial.trial_id)
+        if rid is None:
+            tags = {**self.trial_tags, M.TAG_ROLE: "trial", M.TAG_TRIAL_ID: trial.trial_id,
+                    M.TAG_STATUS: M.STATUS_RUNNING}
+            rid = self.tracker.start_run(self.experiment_id, f"trial-{trial.trial_id}", tags,
+                                         parent_run_id=self.parent_run_id)
+            self.configs[trial.trial_id] = dict(trial.config)
+            self.tracker.log_params(rid, {**self.constants, **trial.config})
+            self.runs[trial.trial_id] = rid
+        return rid
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._run(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        rid = self._run(trial)
+        step = int(result.get(M.GLOBAL_STEP, result.get("training_iteration", 0)))
+        self.tracker.log_metrics(rid, {k: result[k] for k in LOGGED if k in result}, step)
+        self.last[trial.trial_id] = dict(result)
+
+    def _finish(self, trial: Any, errored: bool, reason: str | None = None) -> None:
+        rid = self._run(trial)
+        result = self.last.get(trial.trial_id) or trial.last_result or None
+        status = trial_status(result, errored)
+        tags = {M.TAG_STATUS: status,
+                M.TAG_FIDELITY: f"{float((result or {}).get(M.FRACTION, 0.0)):.4f}"}
+        reason = reason or (result or {}).get(M.FAILURE_REASON)
+        if status == M.STATUS_FAILED and reason:
+            tags[M.TAG_FAILURE] = str(reason)[:1000]
+        cost = (result or {}).get(M.COST_S)
+        if isinstance(cost, (int, float)) and math.isfinite(cost):
+            self.tracker.log_metrics(rid, {M.COST_S: cost}, int((result or {}).get(M.GLOBAL_STEP, 0)))
+        self.tracker.set_tags(rid, tags)
+        self.tracker.end_run(rid, "FAILED" if status == M.STATUS_FAILED else "FINISHED")
+        self.status[trial.trial_id] = status
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._safe(self._finish, trial, False)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._safe(self._finish, trial, True, _error_text(trial))
+
+    def _safe(self, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except TrackingError as e:  # never let tracking kill the job
+            log.error("%s", e)
+
+
+def _error_text(trial: Any) -> str:
+    """First informative line of a trial's error."""
+    msg = getattr(trial, "error_msg", None)
+    if not msg:
+        path = getattr(trial, "error_file", None)
+        if path:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    msg = f.read()
+            except OSError:
+                msg = None
+    if not msg:
+        return "trial raised an error"
+    lines = [ln.strip() for ln in str(msg).splitlines() if ln.strip()]
+    # Prefer the innermost exception line ("SomeError: message").
+    for ln in reversed(lines):
+        if ":" in ln and not ln.startswith(("File ", "^", "Traceback")):
+            return ln[:1000]
+    return lines[-1][:1000]

@@ -1,0 +1,401 @@
+"""Run a tuning job: Ray Tune over trials that are Ray Train ``TorchTrainer`` runs, a searcher
+from the registry, MLflow tracking on the driver, and the best configuration written back.
+
+This module wires parts together; it holds no search math and no training code.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import yaml
+
+from autopipe import metrics as M
+from autopipe.errors import ClusterError
+from autopipe.spec import JobSpec
+from autopipe.tracking import Tracker, data_dir
+
+log = logging.getLogger(__name__)
+
+# Environment every Ray worker gets: quiet, offline, one thread pool per worker.
+WORKER_ENV = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "PYTHONWARNINGS": "ignore",
+    "RAY_TRAIN_V2_ENABLED": "1",
+    # Ray Train's print patch ignores print(file=...), which makes Ray's own dis.dis(file=buf)
+    # spill bytecode listings into the trial logs.
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    # Train's controller polls its workers at this interval and every ray.train.report waits
+    # for that poll: the 2 s default made reporting dominate tiny trials.
+    # NOTE: 0.25 s measured in benchmarks/overhead.py (see benchmarks/README.md).
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
+}
+
+
+@dataclass
+class JobResult:
+    job: str
+    experiment_id: str
+    parent_run_id: str
+    tracking_uri: str
+    best_config: dict[str, Any] | None
+    best_objective: float | None
+    best_trial_id: str | None
+    statuses: dict[str, str] = field(default_factory=dict)
+    total_cost_s: float = 0.0
+    wall_s: float = 0.0
+    interrupted: bool = False
+    experiment_path: str = ""
+
+
+def trial_settings(spec: JobSpec) -> dict[str, Any]:
+    """The worker-side TrialSettings of a job, as a plain dict."""
+    from autopipe.trial.pipeline import TrialSettings
+
+    threads = spec.resources.threads_per_worker or max(1, int(spec.resources.cpus_per_worker))
+    s = TrialSettings(
+        model_name=spec.model.name,
+        model_path=str(spec.resolve(spec.model.path)) if spec.model.path else None,
+        max_length=spec.model.max_length,
+        max_completion_length=spec.model.max_completion_length,
+        dtype=spec.model.dtype,
+        eval_samples=spec.eval.samples,
+        eval_temperature=spec.eval.temperature,
+        reward_format_weight=spec.eval.reward_format_weight,
+        deepspeed=spec.resources.deepspeed,
+        threads=threads,
+        seed=spec.seed,
+        early_stop_fraction=spec.budget.early_stop_fraction,
+    )
+    return asdict(s)
+
+
+def worker_env(spec: JobSpec) -> dict[str, str]:
+    threads = spec.resources.threads_per_worker or max(1, int(spec.resources.cpus_per_worker))
+    env = dict(WORKER_ENV)
+    env["OMP_NUM_THREADS"] = str(threads)
+    tx = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if tx:
+        env["TORCH_EXTENSIONS_DIR"] = tx
+    return env
+
+
+def local_ray_env() -> None:
+    """Environment for an embedded Ray that listens on 127.0.0.1 only.
+
+    Ray reads these when it is imported, so the CLI calls this before importing Ray.
+    """
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+
+
+def init_ray(spec: JobSpec, address: str | None) -> bool:
+    """Connect to ``address`` or start an embedded local Ray bound to 127.0.0.1.
+
+    Returns whether this call started Ray (and so should shut it down).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    runtime_env = {"env_vars": worker_env(spec)}
+    if address:
+        try:
+            ray.init(address=address, runtime_env=runtime_env, log_to_driver=True,
+                     logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise ClusterError(f"--address {address!r}: cannot connect to a Ray cluster ({e})") from None
+        return True
+    # Embedded: everything on loopback (see local_ray_env), no token auth for a single-user
+    # local instance.
+    local_ray_env()
+    ray.init(
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        runtime_env=runtime_env,
+        logging_level=logging.WARNING,
+        log_to_driver=True,
+        configure_logging=True,
+        _node_ip_address="127.0.0.1",
+    )
+    return True
+
+
+def check_resources(spec: JobSpec) -> None:
+    """Reject trials that no node can host, before anything waits forever."""
+    import ray
+
+    need_cpu = spec.resources.cpus_per_worker
+    need_gpu = spec.resources.gpus_per_worker
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    fits = [
+        n for n in nodes
+        if n["Resources"].get("CPU", 0) >= need_cpu and n["Resources"].get("GPU", 0) >= need_gpu
+    ]
+    total_cpu = sum(n["Resources"].get("CPU", 0) for n in nodes)
+    total_gpu = sum(n["Resources"].get("GPU", 0) for n in nodes)
+    w = spec.resources.workers_per_trial
+    if not fits:
+        raise ClusterError(
+            f"resources: a worker needs {need_cpu:g} CPU and {need_gpu:g} GPU, but no node of the "
+            f"cluster has that much (largest: "
+            f"{max((n['Resources'].get('CPU', 0) for n in nodes), default=0):g} CPU, "
+            f"{max((n['Resources'].get('GPU', 0) for n in nodes), default=0):g} GPU)"
+        )
+    if total_cpu < w * need_cpu or total_gpu < w * need_gpu:
+        raise ClusterError(
+            f"resources: a trial needs {w} workers x ({need_cpu:g} CPU, {need_gpu:g} GPU), but the "
+            f"cluster has {total_cpu:g} CPU and {total_gpu:g} GPU in all"
+        )
+
+
+def make_trainable(spec: JobSpec, constants: dict[str, Any], storage: str) -> Any:
+    """A Tune function trainable that runs one trial as a Ray Train ``TorchTrainer``."""
+    from ray import tune
+
+    from autopipe.trial import worker as W
+
+    base = {
+        W.KEY_SETTINGS: trial_settings(spec),
+        W.KEY_DATASET: spec.dataset.model_dump(mode="json"),
+        W.KEY_BASE_DIR: str(spec.base_dir),
+    }
+    res = spec.resources
+    max_failures = spec.budget.max_failures
+
+    def autopipe_trial(config: dict[str, Any]) -> None:
+        import ray.train
+        from ray.train.torch import TorchConfig, TorchTrainer
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        trial_id = tune.get_context().get_trial_id()
+        worker_cfg = dict(base)
+        worker_cfg[W.KEY_PARAMS] = {**constants, **config}
+        use_gpu = res.gpus_per_worker > 0
+        per_worker = {"CPU": res.cpus_per_worker}
+        if use_gpu:
+            per_worker["GPU"] = res.gpus_per_worker
+        trainer = TorchTrainer(
+            W.train_fn,
+            train_loop_config=worker_cfg,
+            torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=res.workers_per_trial, use_gpu=use_gpu, resources_per_worker=per_worker
+            ),
+            run_config=ray.train.RunConfig(
+                name=f"trial-{trial_id}",
+                storage_path=storage,
+                callbacks=[TuneReportCallback()],
+                failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            ),
+        )
+        trainer.fit()
+
+    # The trial driver only waits on its Train run; the workers hold the resources.
+    return tune.with_resources(autopipe_trial, {"cpu": 0.01})
+
+
+def storage_path(spec: JobSpec) -> str:
+    if spec.storage:
+        s = spec.storage
+        return s if "://" in s else str(spec.resolve(s).resolve())
+    p = data_dir() / "ray_results"
+    p.mkdir(parents=True, exist_ok=True)
+    return str(p)
+
+
+def dataset_tags(spec: JobSpec) -> tuple[dict[str, str], dict[str, float]]:
+    """Dataset id and meta-features (computed on the driver before any training)."""
+    from autopipe.tasks import load_dataset
+
+    data = load_dataset(spec.dataset, spec.base_dir)
+    meta = compute_meta(data)
+    tags = {M.TAG_DATASET: data.dataset_id()}
+    tags.update({f"{M.TAG_META_PREFIX}{k}": f"{v:.6g}" for k, v in meta.items()})
+    return tags, meta
+
+
+def compute_meta(data: Any) -> dict[str, float]:
+    """Text meta-features of the SFT split against the evaluation split, cached by content hash."""
+    from autopipe.history.metafeatures import cached_text_meta_features
+
+    rec = data.to_records()
+    return cached_text_meta_features(rec["train"], rec["eval"], data_dir() / "meta_cache")
+
+
+def run_job(spec: JobSpec, address: str | None = None, verbose: int = 1) -> JobResult:
+    """Run the whole job; always leaves the MLflow runs it opened closed."""
+    from ray import tune
+
+    from autopipe.search import get_core_factory
+    from autopipe.search.ray_adapter import CoreSearcher
+    from autopipe.tune.callbacks import MLflowTrialCallback
+
+    t0 = time.time()
+    space = spec.to_space()
+    tracker = Tracker(spec.tracking.uri)
+    tracker.check()
+    exp_name = spec.tracking.experiment or spec.name
+    exp_id = tracker.experiment_id(exp_name)
+    ds_tags, meta = dataset_tags(spec)
+    common_tags = {M.TAG_JOB: spec.name, **ds_tags}
+    parent = tracker.start_run(
+        exp_id, f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        {**common_tags, M.TAG_ROLE: "job", M.TAG_SEARCH: spec.search.algorithm},
+    )
+    import json
+
+    tracker.log_text(parent, json.dumps(space.to_json(), indent=1), M.ARTIFACT_SPACE)
+    tracker.log_text(parent, yaml.safe_dump(spec.dump(), sort_keys=False), M.ARTIFACT_SPEC)
+    tracker.log_text(parent, json.dumps(meta, indent=1, sort_keys=True), M.ARTIFACT_META)
+    tracker.log_params(parent, {"search.algorithm": spec.search.algorithm,
+                                "budget.max_trials": spec.budget.max_trials,
+                                "dataset": ds_tags[M.TAG_DATASET], "model": spec.model.name})
+    started = False
+    result = JobResult(spec.name, exp_id, parent, tracker.uri, None, None, None)
+    callback = MLflowTrialCallback(tracker, exp_id, parent, common_tags, space.constants)
+    try:
+        started = init_ray(spec, address)
+        check_resources(spec)
+        storage = storage_path(spec)
+        core = get_core_factory(spec.search.algorithm)(space, seed=spec.search.seed)
+        searcher = CoreSearcher(core, metric=M.OBJECTIVE, mode="max")
+        run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        tuner = tune.Tuner(
+            make_trainable(spec, space.constants, storage),
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                metric=M.OBJECTIVE,
+                mode="max",
+                num_samples=spec.budget.max_trials,
+                max_concurrent_trials=spec.budget.max_concurrent,
+                time_budget_s=spec.budget.cost_cap_s,
+            ),
+            run_config=tune.RunConfig(
+                name=run_name,
+                storage_path=storage,
+                callbacks=[callback],
+                verbose=verbose,
+            ),
+        )
+        grid = tuner.fit()
+        result.experiment_path = grid.experiment_path
+    finally:
+        killed = {M.TAG_STATUS: M.STATUS_KILLED}
+        open_trials = [t for t, rid in callback.runs.items() if rid in tracker.open_runs]
+        for t in open_trials:
+            callback.status[t] = M.STATUS_KILLED
+        result.interrupted = bool(open_trials) or len(callback.status) < min(
+            spec.budget.max_trials, _space_size(space)
+        )
+        # Close the child runs the callback could not finish (Ctrl-C), then summarise.
+        for t in open_trials:
+            rid = callback.runs[t]
+            tracker.set_tags(rid, killed)
+            tracker.end_run(rid, "KILLED")
+        _summarise(result, callback, space.constants, tracker)
+        tracker.close_open("KILLED" if result.interrupted else "FINISHED")
+        if started:
+            import ray
+
+            ray.shutdown()
+        result.wall_s = time.time() - t0
+    return result
+
+
+def _space_size(space: Any) -> float:
+    n = space.grid_size() if space.is_finite and len(space) <= 12 else math.inf
+    return n
+
+
+def _summarise(result: JobResult, cb: Any, constants: dict[str, Any], tracker: Tracker) -> None:
+    best_tid, best_val, best_cfg = None, -math.inf, None
+    total = 0.0
+    for tid, last in cb.last.items():
+        cost = last.get(M.COST_S)
+        if isinstance(cost, (int, float)) and math.isfinite(cost):
+            total += float(cost)
+        status = cb.status.get(tid)
+        val = last.get(M.OBJECTIVE)
+        if status not in (M.STATUS_COMPLETED, M.STATUS_EARLY_STOPPED):
+            continue
+        if isinstance(val, (int, float)) and math.isfinite(val) and val > best_val:
+            best_tid, best_val, best_cfg = tid, float(val), cb.configs.get(tid)
+    result.statuses = dict(cb.status)
+    result.total_cost_s = total
+    parent = result.parent_run_id
+    counts = {s: sum(1 for v in cb.status.values() if v == s) for s in M.TRIAL_STATUSES}
+    tracker.log_metrics(parent, {"n_trials": len(cb.status), "total_cost_s": total,
+                                 **{f"n_{k.replace('-', '_')}": v for k, v in counts.items()}}, 0)
+    if best_tid is None:
+        tracker.set_tags(parent, {"autopipe.best": "none"})
+        return
+    full = {**constants, **(best_cfg or {})}
+    result.best_config, result.best_objective, result.best_trial_id = full, best_val, best_tid
+    doc = {
+        "job": result.job,
+        "objective": M.OBJECTIVE,
+        "value": best_val,
+        "trial_id": best_tid,
+        "mlflow_run_id": cb.runs.get(best_tid),
+        "status": cb.status.get(best_tid),
+        "config": full,
+    }
+    tracker.log_text(parent, yaml.safe_dump(doc, sort_keys=False), M.ARTIFACT_BEST)
+    tracker.log_metrics(parent, {"best_objective": best_val}, 0)
+    tracker.set_tags(parent, {"autopipe.best_trial": best_tid,
+                              "autopipe.best_run_id": str(cb.runs.get(best_tid))})
+
+
+def read_best(tracker: Tracker, job: str | None = None, run_id: str | None = None) -> dict[str, Any]:
+    """The best configuration of a job (its latest run with one) or of a parent run id."""
+    from autopipe.errors import TrackingError
+
+    if run_id:
+        text = tracker.read_text(run_id, M.ARTIFACT_BEST)
+        if text is None:
+            raise TrackingError(f"--run-id {run_id}: the run has no {M.ARTIFACT_BEST} (unfinished or not a job run)")
+        return yaml.safe_load(text)
+    assert job is not None
+    runs = tracker.find_job_runs(job)
+    if not runs:
+        raise TrackingError(f"--job {job!r}: the experiment has no job runs")
+    for r in runs:
+        text = tracker.read_text(r.info.run_id, M.ARTIFACT_BEST)
+        if text is not None:
+            doc = yaml.safe_load(text)
+            doc.setdefault("parent_run_id", r.info.run_id)
+            return doc
+    raise TrackingError(f"--job {job!r}: no run of this job has finished a trial yet")
+
+
+def format_summary(res: JobResult) -> str:
+    lines = [
+        f"job {res.job}: {len(res.statuses)} trials "
+        + ", ".join(f"{s} {sum(1 for v in res.statuses.values() if v == s)}" for s in M.TRIAL_STATUSES
+                    if any(v == s for v in res.statuses.values())),
+        f"cost {res.total_cost_s:.1f} trial-seconds, wall {res.wall_s:.1f} s"
+        + (" (interrupted)" if res.interrupted else ""),
+        f"MLflow: {res.tracking_uri} experiment {res.experiment_id} run {res.parent_run_id}",
+    ]
+    if res.best_config is not None:
+        lines.append(f"best {M.OBJECTIVE} = {res.best_objective:.4f} (trial {res.best_trial_id})")
+        lines.append(yaml.safe_dump({"config": res.best_config}, sort_keys=False).rstrip())
+    else:
+        lines.append("no trial finished with a score")
+    return "\n".join(lines)
+

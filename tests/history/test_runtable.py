@@ -1,0 +1,201 @@
+"""Run tables: reading the awkward but legal cases, round-tripping, and one-line errors for
+malformed tables."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from autopipe.errors import DataError
+from autopipe.history import History, read_run_table, write_run_table
+from autopipe.history.model import concat_histories
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+SPACE = {
+    "format": "autopipe-run-table/1",
+    "name": "toy",
+    "objective": {"column": "loss", "metric": "val_loss", "mode": "min"},
+    "cost": {"column": "secs", "unit": "seconds"},
+    "params": [
+        {"name": "lr", "type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+        {"name": "depth", "type": "int", "values": [1, 2, 3], "log": False},
+        {"name": "opt", "type": "categorical", "choices": ["adam", "sgd"]},
+        {
+            "name": "momentum",
+            "type": "float",
+            "low": 0.0,
+            "high": 0.99,
+            "condition": {"param": "opt", "values": ["sgd"]},
+        },
+    ],
+}
+
+
+def write_toy(root: Path, with_meta: bool = True, with_curves: bool = False) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "space.json").write_text(json.dumps(SPACE))
+    tasks = pd.DataFrame({"task": ["a", "b"], "group": ["g1", "g2"]})
+    if with_meta:
+        tasks["meta_n"] = [100.0, np.nan]  # meta-feature missing on task b
+    tasks.to_parquet(root / "tasks.parquet", index=False)
+    runs = pd.DataFrame(
+        {
+            "run_id": [f"r{i}" for i in range(6)],
+            "task": ["a", "a", "a", "b", "b", "b"],
+            "seed": [0, 1, 0, 0, 0, 1],
+            "lr": [1e-3, 1e-3, 1e-2, 1e-3, 1e-2, 1e-2],
+            "depth": [1, 1, 2, 3, 2, 2],
+            "opt": ["adam", "adam", "sgd", "sgd", "adam", "adam"],
+            "momentum": [np.nan, np.nan, 0.9, 0.5, np.nan, np.nan],
+            "loss": [0.5, 0.7, np.nan, 0.2, 0.4, np.inf],  # r2 failed, r5 infinite
+            "secs": [10.0, 11.0, 3.0, 20.0, 5.0, 6.0],
+            "status": ["ok", "ok", "failed", "ok", "ok", "diverged"],
+        }
+    )
+    runs.to_parquet(root / "runs.parquet", index=False)
+    if with_curves:
+        pd.DataFrame(
+            {
+                "run_id": ["r0", "r0", "r3"],
+                "fraction": [0.5, 1.0, 0.25],
+                "train_loss": [1.0, 0.6, 0.9],
+            }
+        ).to_parquet(root / "curves.parquet", index=False)
+    return root
+
+
+def test_read_min_objective_missing_meta_failed_runs(tmp_path: Path) -> None:
+    h = read_run_table(write_toy(tmp_path / "t", with_meta=False))
+    assert h.mode == "min" and h.objective == "val_loss" and h.cost_unit == "seconds"
+    assert h.curves is None and h.meta_columns == []
+    assert h.meta_features("a") == {}
+    assert math.isnan(
+        h.runs.loc[h.runs.run_id == "r5", "y"].iloc[0]
+    )  # inf objective counts as failed
+    ct = h.config_table("a").set_index("opt")
+    assert ct.loc["adam", "y"] == pytest.approx(0.6)  # seed-averaged over r0 and r1
+    assert ct.loc["adam", "y_max"] == pytest.approx(-0.6)  # direction-aware: min -> negated
+    assert math.isnan(ct.loc["sgd", "y"]) and ct.loc["sgd", "n_ok"] == 0  # all seeds failed
+    assert h.summary()["per_task"][1]["best"] == pytest.approx(0.2)  # best of a min objective
+
+
+def test_read_partial_meta_and_curves_round_trip(tmp_path: Path) -> None:
+    h = read_run_table(write_toy(tmp_path / "t", with_curves=True))
+    assert h.meta_features("a") == {"n": 100.0} and h.meta_features("b") == {}
+    assert h.curve_signals == ["train_loss"] and len(h.curves) == 3
+    out = write_run_table(h, tmp_path / "copy")
+    h2 = read_run_table(out)
+    pd.testing.assert_frame_equal(h.runs, h2.runs)
+    pd.testing.assert_frame_equal(h.tasks, h2.tasks)
+    pd.testing.assert_frame_equal(h.curves, h2.curves)
+    assert (h2.mode, h2.objective, h2.cost_unit, h2.space.to_json()) == (
+        h.mode,
+        h.objective,
+        h.cost_unit,
+        h.space.to_json(),
+    )
+
+
+def test_conditional_values_normalized(tmp_path: Path) -> None:
+    h = read_run_table(write_toy(tmp_path / "t"))
+    r = h.runs.set_index("run_id")
+    assert r.loc["r3", "momentum"] == pytest.approx(0.5)
+    assert math.isnan(r.loc["r0", "momentum"])
+    X = h.encode(h.runs)
+    assert X.shape == (6, h.space.n_features)
+
+
+def _expect_error(root: Path, file: str, column: str) -> str:
+    with pytest.raises(DataError) as e:
+        read_run_table(root)
+    msg = str(e.value)
+    assert "\n" not in msg  # one line
+    assert file in msg and repr(column) in msg or column in msg
+    return msg
+
+
+def test_missing_column_names_file_and_column(tmp_path: Path) -> None:
+    root = write_toy(tmp_path / "t")
+    runs = pd.read_parquet(root / "runs.parquet").drop(columns=["depth"])
+    runs.to_parquet(root / "runs.parquet", index=False)
+    msg = _expect_error(root, "runs.parquet", "depth")
+    assert "'depth' is missing" in msg
+
+
+def test_unknown_parameter_type_names_file_and_column(tmp_path: Path) -> None:
+    root = write_toy(tmp_path / "t")
+    d = json.loads((root / "space.json").read_text())
+    d["params"][1]["type"] = "bool"
+    (root / "space.json").write_text(json.dumps(d))
+    msg = _expect_error(root, "space.json", "depth")
+    assert "'bool'" in msg
+
+
+def test_nan_in_parameter_names_file_and_column(tmp_path: Path) -> None:
+    root = write_toy(tmp_path / "t")
+    runs = pd.read_parquet(root / "runs.parquet")
+    runs.loc[4, "lr"] = np.nan
+    runs.to_parquet(root / "runs.parquet", index=False)
+    msg = _expect_error(root, "runs.parquet", "lr")
+    assert "must not be NaN" in msg and "'r4'" in msg
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "rule"),
+    [
+        ("depth", 2.5, "must take values of its grid"),
+        ("depth", 5, "must be in"),
+        ("opt", "rmsprop", "must be one of"),
+        ("status", "exploded", "must be one of"),
+        ("task", "zzz", "must name a task"),
+        ("lr", 0.5, "must be in"),
+    ],
+)
+def test_bad_values(tmp_path: Path, column: str, value: object, rule: str) -> None:
+    root = write_toy(tmp_path / "t")
+    runs = pd.read_parquet(root / "runs.parquet")
+    runs[column] = runs[column].astype(object)
+    runs.loc[0, column] = value
+    runs.to_parquet(root / "runs.parquet", index=False)
+    msg = _expect_error(root, "runs.parquet", column)
+    assert rule in msg
+
+
+def test_nan_conditional_active_is_error(tmp_path: Path) -> None:
+    root = write_toy(tmp_path / "t")
+    runs = pd.read_parquet(root / "runs.parquet")
+    runs.loc[3, "momentum"] = np.nan  # opt = sgd: momentum applies
+    runs.to_parquet(root / "runs.parquet", index=False)
+    assert "where its condition holds" in _expect_error(root, "runs.parquet", "momentum")
+
+
+def test_missing_files_and_bad_json(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        read_run_table(tmp_path / "nope")
+    root = write_toy(tmp_path / "t")
+    (root / "space.json").write_text("{not json")
+    _expect_error(root, "space.json", "")
+    root = write_toy(tmp_path / "u")
+    (root / "tasks.parquet").unlink()
+    _expect_error(root, "tasks.parquet", "")
+
+
+def test_concat_rejects_task_collision(tmp_path: Path) -> None:
+    h = read_run_table(write_toy(tmp_path / "t"))
+    with pytest.raises(DataError, match="already appear"):
+        concat_histories([h, h])
+    assert concat_histories([h]) is h
+
+
+@pytest.mark.skipif(not (SHARED / "scan_llm").is_dir(), reason="shared data not present")
+def test_reads_shared_single_task_table_with_curves() -> None:
+    h = read_run_table(SHARED / "scan_llm")
+    assert isinstance(h, History) and h.mode == "min" and h.cost_unit == "flops"
+    assert len(h.task_ids) == 1 and h.curves is not None
+    assert h.curves["fraction"].between(0, 1, inclusive="right").all()
