@@ -390,7 +390,9 @@ class Space:
     def encode_columns(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> np.ndarray:
         """Columnar :meth:`encode`: ``columns[name]`` holds one value per configuration (``None``
         or NaN where the parameter is missing); same features, vectorized for large tables."""
-        n = {len(np.asarray(columns[p.name], dtype=object)) for p in self.params if p.name in columns}
+        n = {
+            len(np.asarray(columns[p.name], dtype=object)) for p in self.params if p.name in columns
+        }
         if len(n) > 1:
             raise SpaceError(f"columns must have one length, but got lengths {sorted(n)}")
         n_rows = n.pop() if n else 0
@@ -400,7 +402,9 @@ class Space:
             else np.full(n_rows, None, dtype=object)
             for p in self.params
         }
-        present = {name: np.fromiter((_present(v) for v in c), bool, n_rows) for name, c in cols.items()}
+        present = {
+            name: np.fromiter((_present(v) for v in c), bool, n_rows) for name, c in cols.items()
+        }
         X = np.empty((n_rows, self.n_features))
         j = 0
         for p in self.params:
@@ -418,7 +422,9 @@ class Space:
                 for r_i, r in enumerate(rows):
                     v = cols[p.name][r]
                     if v not in index:
-                        raise SpaceError(f"{p.name} must be one of {list(p.choices)}, but got {v!r}")
+                        raise SpaceError(
+                            f"{p.name} must be one of {list(p.choices)}, but got {v!r}"
+                        )
                     idx[r_i] = index[v]
                 block[rows, idx] = 1.0
                 X[:, j : j + k] = block

@@ -464,6 +464,8 @@ def _union_message(errors: list[dict[str, Any]]) -> str | None:
     if not locs:
         return None
     first = locs[0]
+    if any(e["type"] == "extra_forbidden" and len(e["loc"]) == 3 for e in errors):
+        return None  # an unknown parameter name, not a malformed entry
     if len(first) >= 3 and first[0] == "space" and all(l[:3] == first[:3] for l in locs):
         inp_errs = [e for e in errors if len(e["loc"]) == 4 or e["type"] in ("value_error",)]
         keyed = [e for e in errors if len(e["loc"]) >= 5]

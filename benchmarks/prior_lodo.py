@@ -46,7 +46,9 @@ def timing(data: Path, name: str, seed: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="folder holding the run tables")
+    ap.add_argument(
+        "--data", default=str(REPO.parent / "shared" / "data"), help="folder holding the run tables"
+    )
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "prior"))
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)

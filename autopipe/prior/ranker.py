@@ -42,7 +42,9 @@ class RankerConfig:
     max_depth: int = 6
     learning_rate: float = 0.05
     subsample: float = 0.8
-    colsample_bytree: float = 0.8
+    # NOTE: 1.0 because column subsampling often drops the one informative meta-feature
+    # (tests/prior synthetic table: held-out Spearman 0.76 at 0.8, 0.88 at 1.0).
+    colsample_bytree: float = 1.0
     min_child_weight: float = 1.0
     reg_lambda: float = 1.0
     pair_method: str = "mean"  # lambdarank_pair_method: pairs sampled across the whole list

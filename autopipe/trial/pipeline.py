@@ -49,6 +49,23 @@ _LOG_KEYS = {
 }
 
 
+# Fault injection for reliability tests and chaos drills: "KIND:PARAM=VALUE[;...]" makes trials
+# whose configuration has PARAM == VALUE fail. KIND "raise" raises an exception in the worker
+# (the trial errors), "nan" turns the reported train loss non-finite (the trial is failed by the
+# divergence check).
+FAULT_ENV = "AUTOPIPE_FAULT"
+
+
+def injected_fault(cfg: dict[str, Any], spec: str | None = None) -> str | None:
+    spec = os.environ.get(FAULT_ENV, "") if spec is None else spec
+    for item in filter(None, (x.strip() for x in spec.split(";"))):
+        kind, _, cond = item.partition(":")
+        key, _, value = cond.partition("=")
+        if key in cfg and str(cfg[key]) == value and kind in ("raise", "nan"):
+            return kind
+    return None
+
+
 @dataclass
 class TrialSettings:
     """Everything a trial needs besides its configuration (from the job spec)."""
@@ -102,6 +119,7 @@ class _Progress:
         self.stage = "sft"
         self.last: dict[str, float] = {}
         self.objective = float("nan")
+        self.fault: str | None = None
 
     def base(self, step: int) -> dict[str, Any]:
         g = self.offset + step
@@ -121,6 +139,8 @@ class _Progress:
             if name is None or not isinstance(v, (int, float)):
                 continue
             out[name] = float(v)
+        if self.fault == "nan" and M.TRAIN_LOSS in out:
+            out[M.TRAIN_LOSS] = float("nan")
         if M.TRAIN_LOSS in out and not math.isfinite(out[M.TRAIN_LOSS]):
             raise TrialError(f"non-finite train loss ({out[M.TRAIN_LOSS]}) at step {out[M.GLOBAL_STEP]}")
         self.last.update({k: v for k, v in out.items() if isinstance(v, float)})
@@ -136,6 +156,15 @@ def _callback(progress: _Progress) -> Any:
                 progress.on_log(logs, state.global_step)
 
     return ReportCallback()
+
+
+def _train(trainer: Any) -> Any:
+    """Train without the console printer (reports go through the Reporter) and unwrap."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    return trainer.accelerator.unwrap_model(trainer.model)
 
 
 def _common_args(settings: TrialSettings, out_dir: str, steps: int, lr: float, batch: int, seed: int) -> dict[str, Any]:
@@ -314,8 +343,7 @@ def run_sft(
         peft_config=peft_config,
         callbacks=[_callback(progress)],
     )
-    trainer.train()
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    model = _train(trainer)
     if lora_rank > 0:
         model = model.merge_and_unload()
     del trainer
@@ -357,8 +385,7 @@ def run_grpo(
         processing_class=tokenizer,
         callbacks=[_callback(progress)],
     )
-    trainer.train()
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    model = _train(trainer)
     del trainer
     return model
 
@@ -386,8 +413,7 @@ def run_dpo(
         processing_class=tokenizer,
         callbacks=[_callback(progress)],
     )
-    trainer.train()
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    model = _train(trainer)
     del trainer
     return model
 
@@ -444,6 +470,9 @@ def run_trial(
     progress = _Progress(report, sft_steps + rl_steps, t0, world)
     algo = cfg.get("rl.algorithm")
     stop_at = settings.early_stop_fraction * (sft_steps + rl_steps)
+    progress.fault = injected_fault(cfg)
+    if progress.fault == "raise":
+        raise RuntimeError(f"injected fault ({FAULT_ENV}) for this configuration")
     try:
         with _threads(settings.threads):
             model, tokenizer = build_model(

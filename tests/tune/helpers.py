@@ -1,0 +1,47 @@
+"""Shared helpers for tests that run real jobs in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_spec(path: Path, name: str, store: str, storage: Path, **overrides: object) -> Path:
+    spec: dict = {
+        "name": name,
+        "dataset": {"task": "sort", "n_train": 200, "n_rl": 32, "n_eval": 24},
+        "model": {"name": "tiny-llama", "max_length": 24, "max_completion_length": 8},
+        "space": {
+            "sft": {"lr": 3.0e-3, "steps": 24, "batch_size": {"choices": [8, 16, 32]}},
+            "rl": {"algorithm": "grpo", "lr": 5.0e-5, "beta": 0.02, "num_generations": 4,
+                   "batch_size": 8, "steps": 2},
+        },
+        "budget": {"max_trials": 3, "max_concurrent": 2},
+        "search": {"algorithm": "grid"},
+        "eval": {"samples": 2},
+        "tracking": {"uri": store},
+        "storage": str(storage),
+    }
+    for key, value in overrides.items():
+        section, _, field = key.partition("__")
+        if field:
+            spec[section][field] = value
+        else:
+            spec[section] = value
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def autopipe_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "autopipe", *args]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(autopipe_cmd(*args), capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, cwd=REPO)
