@@ -115,12 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--full", action="store_true", help="print the whole record, not just the config")
     b.set_defaults(func=cmd_best)
 
-    try:
-        from autopipe import cli_history
-    except ImportError:  # the history/prior commands ship with autopipe.history
-        cli_history = None
-    if cli_history is not None:
-        cli_history.register(sub)
+    from autopipe import cli_history
+
+    cli_history.register(sub)
     return p
 
 

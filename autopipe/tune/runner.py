@@ -114,6 +114,9 @@ def init_ray(spec: JobSpec, address: str | None) -> bool:
         return False
     runtime_env = {"env_vars": worker_env(spec)}
     if address:
+        # Under `autopipe submit` the job's runtime env already sets these variables: let the
+        # driver's identical settings merge with it instead of failing on the overlap.
+        os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
         try:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=True,
                      logging_level=logging.WARNING)
