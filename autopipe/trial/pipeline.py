@@ -158,7 +158,7 @@ def _callback(progress: _Progress) -> Any:
     return ReportCallback()
 
 
-def _train(trainer: Any) -> Any:
+def _train(trainer: Any) -> Any:  # RL trainers
     """Train without the console printer (reports go through the Reporter) and unwrap."""
     from transformers.trainer_callback import PrinterCallback
 
@@ -306,9 +306,17 @@ def _eval_loss_dataset(data: TaskData, n: int) -> Any:
 
 def run_sft(
     model: Any, tokenizer: Any, data: TaskData, cfg: dict[str, Any], settings: TrialSettings,
-    progress: _Progress, steps: int, work_dir: str,
-) -> Any:
-    """SFT with TRL; returns the trained (merged, if LoRA) model."""
+    progress: _Progress, steps: int, work_dir: str, stop_step: int | None = None,
+    resume_from: str | None = None,
+) -> tuple[Any, str | None]:
+    """SFT with TRL over ``steps`` steps (the learning-rate schedule always spans all of them).
+
+    With ``stop_step`` < ``steps`` training stops there after saving a resumable Trainer
+    checkpoint (weights, optimizer, scheduler, RNG), returned as the second element; with
+    ``resume_from`` such a checkpoint is continued, not recomputed. Returns the trained model
+    (merged, if LoRA) and the checkpoint directory or ``None``.
+    """
+    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     lora_rank = int(cfg.get("sft.lora_rank", 0) or 0)
@@ -318,7 +326,8 @@ def run_sft(
 
         peft_config = LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0,
                                  target_modules="all-linear", task_type="CAUSAL_LM")
-    args = _common_args(settings, os.path.join(work_dir, "sft"), steps, float(cfg["sft.lr"]),
+    out_dir = os.path.join(work_dir, "sft")
+    args = _common_args(settings, out_dir, steps, float(cfg["sft.lr"]),
                         int(cfg["sft.batch_size"]), settings.seed)
     every = args["logging_steps"]
     args.update(
@@ -334,6 +343,16 @@ def run_sft(
         per_device_eval_batch_size=64,
         dataset_num_proc=None,
     )
+    callbacks = [_callback(progress)]
+    if stop_step is not None and stop_step < steps:
+
+        class StopAt(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+                if state.global_step >= stop_step:
+                    control.should_save = True
+                    control.should_training_stop = True
+
+        callbacks.append(StopAt())
     trainer = SFTTrainer(
         model=model,
         args=SFTConfig(**args),
@@ -341,13 +360,22 @@ def run_sft(
         eval_dataset=_eval_loss_dataset(data, settings.eval_loss_examples),
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[_callback(progress)],
+        callbacks=callbacks,
     )
-    model = _train(trainer)
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.train(resume_from_checkpoint=resume_from)
+    checkpoint = None
+    if trainer.state.global_step < steps:
+        checkpoint = os.path.join(out_dir, f"checkpoint-{trainer.state.global_step}")
+        if not os.path.isdir(checkpoint):
+            raise TrialError(f"SFT stopped at step {trainer.state.global_step} without a checkpoint")
+    model = trainer.accelerator.unwrap_model(trainer.model)
     if lora_rank > 0:
         model = model.merge_and_unload()
     del trainer
-    return model
+    return model, checkpoint
 
 
 def run_grpo(
@@ -446,17 +474,38 @@ def release_memory() -> None:
         return
 
 
+def early_stop_step(sft_steps: int, rl_steps: int, fraction: float) -> int | None:
+    """The SFT step at which a trial stops early, or ``None`` to run to the end.
+
+    AutoPipe stops inside SFT; an early point at or beyond the end of SFT stops at the SFT/RL
+    boundary (step ``sft_steps``), where the SFT model is the resumption point.
+    """
+    if fraction >= 1.0:
+        return None
+    step = max(1, math.ceil(fraction * (sft_steps + rl_steps)))
+    return min(step, sft_steps)
+
+
+def _is_trainer_checkpoint(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "trainer_state.json"))
+
+
 def run_trial(
     cfg: dict[str, Any],
     data: TaskData,
     settings: TrialSettings,
     report: Reporter,
     work_dir: str | None = None,
+    resume_from: str | None = None,
 ) -> TrialOutcome:
     """Run SFT -> RL -> evaluation for one configuration and report as it goes.
 
-    Known failures (non-finite loss, out of memory) end the trial with status ``failed`` and a
-    final report carrying ``failed=1`` and the reason; other exceptions propagate.
+    ``settings.early_stop_fraction`` < 1 stops the trial at that fraction of its steps (inside
+    SFT, or at the SFT/RL boundary) with a resumable checkpoint in its last report, flagged
+    ``early_stopped``. ``resume_from`` (such a checkpoint) continues a stopped trial to full
+    fidelity without recomputing its prefix. Known failures (non-finite loss, out of memory) end
+    the trial with status ``failed`` and a final report carrying ``failed=1`` and the reason;
+    other exceptions propagate.
     """
     import torch
 
@@ -469,7 +518,7 @@ def run_trial(
     sft_steps, rl_steps = plan_steps(cfg, len(data.train), world)
     progress = _Progress(report, sft_steps + rl_steps, t0, world)
     algo = cfg.get("rl.algorithm")
-    stop_at = settings.early_stop_fraction * (sft_steps + rl_steps)
+    stop_step = None if resume_from else early_stop_step(sft_steps, rl_steps, settings.early_stop_fraction)
     progress.fault = injected_fault(cfg)
     if progress.fault == "raise":
         raise RuntimeError(f"injected fault ({FAULT_ENV}) for this configuration")
@@ -479,22 +528,38 @@ def run_trial(
                 settings.model_name, settings.model_path, data.alphabet(),
                 settings.max_length + settings.max_completion_length, settings.seed, settings.dtype,
             )
-            if torch.cuda.is_available():
-                model = model.to(f"cuda:{torch.cuda.current_device()}")
             # ---------------------------------------------------------------- SFT
-            sft_run = sft_steps if stop_at >= sft_steps else max(1, int(stop_at))
-            model = run_sft(model, tokenizer, data, cfg, settings, progress, sft_run, work)
-            early = sft_run < sft_steps or (rl_steps > 0 and stop_at < sft_steps + 1)
-            progress.offset = sft_run
+            if resume_from and not _is_trainer_checkpoint(resume_from):
+                # Stopped at the SFT/RL boundary: the checkpoint is the SFT model itself.
+                from transformers import AutoModelForCausalLM
+
+                del model
+                model = AutoModelForCausalLM.from_pretrained(resume_from, dtype=getattr(torch, settings.dtype))
+                sft_checkpoint = None
+            else:
+                if torch.cuda.is_available():
+                    model = model.to(f"cuda:{torch.cuda.current_device()}")
+                model, sft_checkpoint = run_sft(
+                    model, tokenizer, data, cfg, settings, progress, sft_steps, work,
+                    stop_step=stop_step, resume_from=resume_from,
+                )
+            if sft_checkpoint is not None:  # stopped inside SFT: no evaluation, a resumable state
+                out = progress.base(stop_step or 0)
+                out.update({M.STAGE: "sft", M.EARLY_STOPPED: 1.0, M.OBJECTIVE: float("nan")})
+                report(out, sft_checkpoint)
+                return TrialOutcome(M.STATUS_EARLY_STOPPED, float("nan"), out)
+            progress.offset = sft_steps
             ev = evaluate(model, tokenizer, data, settings, settings.seed)
             progress.objective = ev[M.ACCURACY]
             sft_dir = _save(model, tokenizer, os.path.join(work, "sft_model"))
             boundary = progress.base(0)
             boundary.update({M.STAGE: "sft", M.ACCURACY_AFTER_SFT: ev[M.ACCURACY], **ev})
-            report(boundary, sft_dir)
             after_sft = ev[M.ACCURACY]
-            if early:
+            if stop_step is not None and rl_steps > 0:  # the early point is the SFT/RL boundary
+                boundary[M.EARLY_STOPPED] = 1.0
+                report(boundary, sft_dir)
                 return TrialOutcome(M.STATUS_EARLY_STOPPED, ev[M.ACCURACY], boundary)
+            report(boundary, sft_dir)
             # ---------------------------------------------------------------- RL
             if algo and rl_steps > 0:
                 progress.stage = "rl"

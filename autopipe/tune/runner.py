@@ -208,8 +208,10 @@ def make_trainable(spec: JobSpec, constants: dict[str, Any], storage: str) -> An
         )
         trainer.fit()
 
-    # The trial driver only waits on its Train run; the workers hold the resources.
-    return tune.with_resources(autopipe_trial, {"cpu": 0.01})
+    # The trial driver only waits on its Train run; the workers hold the CPUs/GPUs. Ray needs a
+    # non-empty request, so the driver asks for 1 MiB of memory and no CPU: a CPU fraction here
+    # would keep a worker that needs every CPU of a node from ever being scheduled.
+    return tune.with_resources(autopipe_trial, {"cpu": 0, "memory": 1 << 20})
 
 
 def storage_path(spec: JobSpec) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,13 @@ import pytest
 
 from autopipe import metrics as M
 from autopipe.tasks import make_builtin
-from autopipe.trial.pipeline import TrialSettings, injected_fault, plan_steps, run_trial
+from autopipe.trial.pipeline import (
+    TrialSettings,
+    early_stop_step,
+    injected_fault,
+    plan_steps,
+    run_trial,
+)
 
 BASE = {
     "sft.lr": 3e-3, "sft.steps": 60, "sft.batch_size": 16, "sft.warmup_ratio": 0.05,
@@ -81,13 +88,55 @@ def test_dpo_and_lora(sort_data) -> None:
     assert math.isfinite(out.objective)
 
 
-def test_early_stop_fraction_stops_in_sft(sort_data) -> None:
+class CopyingRecorder(Recorder):
+    """Keeps a copy of each checkpoint directory (the trial deletes its work dir)."""
+
+    def __init__(self, keep: Path) -> None:
+        super().__init__()
+        self.keep = keep
+        self.paths: list[Path] = []
+
+    def __call__(self, metrics: dict[str, Any], ckpt: str | None) -> None:
+        super().__call__(metrics, ckpt)
+        if ckpt is not None:
+            dst = self.keep / f"ckpt{len(self.paths)}"
+            shutil.copytree(ckpt, dst)
+            self.paths.append(dst)
+
+
+def test_early_stop_then_resume_matches_a_straight_run(sort_data, tmp_path: Path) -> None:
+    total = sum(plan_steps(BASE, 400))
     settings = TrialSettings(**{**SETTINGS.__dict__, "early_stop_fraction": 0.5})
-    rec = Recorder()
+    rec = CopyingRecorder(tmp_path)
     out = run_trial(dict(BASE), sort_data, settings, rec)
+    stop = early_stop_step(*plan_steps(BASE, 400), 0.5)
     assert out.status == M.STATUS_EARLY_STOPPED
-    assert rec.reports[-1][M.GLOBAL_STEP] == int(0.5 * sum(plan_steps(BASE, 400)))
-    assert all(r[M.STAGE] == "sft" for r in rec.reports)
+    assert stop == math.ceil(0.5 * total) and stop < BASE["sft.steps"]  # inside SFT
+    last = rec.reports[-1]
+    assert last[M.EARLY_STOPPED] == 1.0 and last[M.GLOBAL_STEP] == stop
+    assert all(r[M.STAGE] == "sft" and r[M.GLOBAL_STEP] <= stop for r in rec.reports)
+    assert "optimizer.pt" in rec.checkpoints[-1][1]  # a resumable Trainer checkpoint
+    # Promotion: resume the stopped trial; the SFT prefix is not recomputed.
+    resumed = Recorder()
+    full = run_trial(dict(BASE), sort_data, SETTINGS, resumed, resume_from=str(rec.paths[-1]))
+    assert full.status == M.STATUS_COMPLETED
+    sft_steps = [r[M.GLOBAL_STEP] for r in resumed.reports if r[M.STAGE] == "sft" and M.TRAIN_LOSS in r]
+    assert sft_steps and min(sft_steps) > stop  # no step at or before the early point is redone
+    assert resumed.reports[-1][M.GLOBAL_STEP] == total  # same step count as a straight run
+    assert resumed.reports[-1][M.FRACTION] == 1.0
+
+
+def test_early_point_past_sft_stops_at_the_boundary(sort_data, tmp_path: Path) -> None:
+    settings = TrialSettings(**{**SETTINGS.__dict__, "early_stop_fraction": 0.99})
+    rec = CopyingRecorder(tmp_path)
+    out = run_trial(dict(BASE), sort_data, settings, rec)
+    assert out.status == M.STATUS_EARLY_STOPPED and math.isfinite(out.objective)
+    assert rec.reports[-1][M.GLOBAL_STEP] == BASE["sft.steps"]
+    resumed = Recorder()
+    full = run_trial(dict(BASE), sort_data, SETTINGS, resumed, resume_from=str(rec.paths[-1]))
+    assert full.status == M.STATUS_COMPLETED
+    assert not [r for r in resumed.reports if r[M.STAGE] == "sft" and M.TRAIN_LOSS in r]
+    assert resumed.reports[-1][M.GLOBAL_STEP] == sum(plan_steps(BASE, 400))
 
 
 def test_nan_loss_fails_the_trial(sort_data, monkeypatch: pytest.MonkeyPatch) -> None:

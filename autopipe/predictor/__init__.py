@@ -1,0 +1,10 @@
+"""The early predictor: features of learning-curve prefixes and an XGBoost regressor ensemble that
+predicts the z-scored final objective from them, with its evaluation against curve baselines.
+Nothing here imports Ray or decides when to stop a trial (that is the scheduler's job)."""
+
+from __future__ import annotations
+
+from autopipe.predictor.features import PrefixFeaturizer
+from autopipe.predictor.model import EarlyPredictor, PredictorConfig
+
+__all__ = ["EarlyPredictor", "PredictorConfig", "PrefixFeaturizer"]

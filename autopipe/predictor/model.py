@@ -1,0 +1,533 @@
+"""The early predictor: an ensemble of XGBoost regressors that maps a learning-curve prefix, the
+configuration encoding and filtered dataset meta-features to the within-task z-scored final
+objective, either as a residual over the prior's z-score (``residual``) or directly (``direct``).
+Saved as XGBoost UBJSON files plus a JSON sidecar, never pickled; it does not evaluate itself
+(:mod:`autopipe.predictor.evaluate`) nor import Ray.
+
+Notation: ``z`` is the within-task z-score of the seed-averaged direction-aware final objective
+``y_max`` (larger is better), computed over the distinct configurations of the training runs;
+``p`` is the prior's z-score of a configuration; the residual variant learns ``r = z - p`` and
+predicts ``p + r_hat``, so a prefix that carries no information falls back to (a shrunk) ``p``.
+``X`` is ``(n, n_features)``: prefix features, configuration features, kept meta-features and,
+for the residual variant, ``p`` itself. ``mean``/``var`` are ``(n,)`` ensemble mean and variance.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from autopipe.errors import DataError
+from autopipe.history.metafeatures import FeatureFilter, select_meta_features
+from autopipe.history.model import META_PREFIX, Y, History, configs_to_frame
+from autopipe.predictor.features import FRACTION_TOL, PrefixFeaturizer
+from autopipe.prior.ranker import RankingPrior
+from autopipe.space import Space
+
+FORMAT = "autopipe-predictor/1"
+SIDECAR = "predictor.json"
+RESIDUAL = "residual"
+DIRECT = "direct"
+VARIANTS = (RESIDUAL, DIRECT)
+PRIOR_FEATURE = "prior_z"
+
+
+@dataclass
+class PredictorConfig:
+    """Hyperparameters of the predictor ensemble."""
+
+    n_models: int = 5  # ensemble members, seeds seed..seed+4
+    n_estimators: int = 300
+    max_depth: int = 4
+    learning_rate: float = 0.05
+    subsample: float = 0.8  # XGBoost row subsampling per tree
+    bag_fraction: float = 0.8  # share of training runs each member sees; the rest give OOB error
+    colsample_bytree: float = 0.8
+    min_child_weight: float = 3.0
+    reg_lambda: float = 1.0
+    # Boosted members trained on overlapping rows disagree far less than they err, so the noise
+    # handed to the GP is max(ensemble variance, floor) with floor = max(variance_floor, OOB MSE).
+    variance_floor: float = 1e-2
+    floor_from_oob: bool = True
+    use_meta: bool = True
+    n_jobs: int = 2
+    seed: int = 0
+    filter_min_variance: float = 1e-3
+    filter_max_abs_corr: float = 0.95
+    filter_max_missing: float = 0.5  # meta-features, across tasks (as the prior)
+    # Prefix features are missing for every run without a checkpoint at or below f (72 % of
+    # scan_llm runs at f = 0.25); only features missing on all but 1 % of the runs are dropped.
+    prefix_max_missing: float = 0.99
+
+    def validate(self) -> None:
+        for name in ("n_models", "n_estimators", "max_depth", "n_jobs"):
+            if getattr(self, name) < 1:
+                raise DataError(f"{name} must be >= 1, but got {getattr(self, name)}")
+        for name in ("subsample", "bag_fraction", "colsample_bytree", "learning_rate"):
+            v = getattr(self, name)
+            if not (0.0 < v <= 1.0):
+                raise DataError(f"{name} must be in (0, 1], but got {v}")
+        if not (self.variance_floor > 0):
+            raise DataError(f"variance_floor must be > 0, but got {self.variance_floor}")
+
+    def xgb_kwargs(self, seed: int) -> dict[str, Any]:
+        return {
+            "objective": "reg:squarederror",
+            "tree_method": "hist",
+            "n_estimators": self.n_estimators,
+            "max_depth": self.max_depth,
+            "learning_rate": self.learning_rate,
+            "subsample": self.subsample,
+            "colsample_bytree": self.colsample_bytree,
+            "min_child_weight": self.min_child_weight,
+            "reg_lambda": self.reg_lambda,
+            "n_jobs": self.n_jobs,
+            "random_state": seed,
+            "missing": np.nan,
+            "verbosity": 0,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> PredictorConfig:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# --------------------------------------------------------------------------- targets
+def run_targets(history: History, run_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per run with a finite ``y`` (of ``run_ids``, default all): ``run_id, task,
+    config_id`` (same id for the seeds of one configuration on one task) and ``y_max_cfg``, the
+    seed-averaged direction-aware final objective of its configuration over finite runs."""
+    runs = history.runs
+    keys = ["task", *history.space.names]
+    cfg_id = runs.groupby(keys, dropna=False, sort=False, observed=True).ngroup().to_numpy()
+    y = runs[Y].to_numpy(dtype=float)
+    frame = pd.DataFrame(
+        {
+            "run_id": runs["run_id"].astype(str).to_numpy(),
+            "task": runs["task"].astype(str).to_numpy(),
+            "config_id": cfg_id,
+            "y_max": history.y_max(y),
+        }
+    )
+    frame = frame.loc[np.isfinite(y)]
+    frame["y_max_cfg"] = frame.groupby("config_id")["y_max"].transform("mean")
+    if run_ids is not None:
+        index = pd.Index(frame["run_id"])
+        want = pd.Index([str(r) for r in run_ids])
+        frame = frame.loc[index.isin(want)]
+    return frame.drop(columns="y_max").reset_index(drop=True)
+
+
+def within_task_z(frame: pd.DataFrame) -> np.ndarray:
+    """``z`` of ``frame.y_max_cfg`` per task over its distinct configurations, one per row."""
+    out = np.zeros(len(frame))
+    for _, idx in frame.groupby("task", sort=False).indices.items():
+        sub = frame.iloc[idx]
+        cfg = sub.drop_duplicates("config_id")
+        mu = float(cfg["y_max_cfg"].mean())
+        sd = float(cfg["y_max_cfg"].std(ddof=0))
+        v = sub["y_max_cfg"].to_numpy(dtype=float)
+        out[idx] = (v - mu) / sd if sd > 0 else 0.0
+    return out
+
+
+def prior_scores(prior: RankingPrior, history: History, frame: pd.DataFrame) -> np.ndarray:
+    """The prior's z-score of each row's configuration, scoring the distinct configurations of
+    ``frame`` task by task (the prior z-normalizes within the scored set)."""
+    if prior.space.to_json()["params"] != history.space.to_json()["params"]:
+        raise DataError(
+            f"{history.where}: search space differs from the prior's; a prior scores its own space"
+        )
+    out = np.zeros(len(frame))
+    runs = history.runs.set_index(history.runs["run_id"].astype(str))
+    for t, idx in frame.groupby("task", sort=False).indices.items():
+        sub = frame.iloc[idx]
+        first = sub.drop_duplicates("config_id")
+        s = prior.score(
+            history.meta_features(str(t)), runs.loc[first["run_id"], history.space.names]
+        )
+        by_cfg = dict(zip(first["config_id"], s, strict=True))
+        out[idx] = [by_cfg[c] for c in sub["config_id"]]
+    return out
+
+
+# --------------------------------------------------------------------------- model
+@dataclass
+class EarlyPredictor:
+    """A fitted predictor of the z-scored final objective from a prefix at ``fraction``.
+
+    Callers: the scheduler and the searcher call :meth:`predict_reports` once per trial report
+    (any time after the trial has reported at or below ``fraction``; later reports are ignored so
+    the features match the training prefixes); evaluation calls :meth:`predict_history`.
+    """
+
+    space: Space
+    featurizer: PrefixFeaturizer
+    variant: str
+    prefix_kept: list[str]  # prefix feature names kept by the filter, in model order
+    meta_filter: FeatureFilter
+    members: list[Any]  # xgboost.XGBRegressor
+    floor: float
+    config: PredictorConfig = field(default_factory=PredictorConfig)
+    objective: str = "objective"
+    mode: str = "max"
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise DataError(f"variant must be one of {list(VARIANTS)}, but got {self.variant!r}")
+        index = {n: i for i, n in enumerate(self.featurizer.names)}
+        unknown = [n for n in self.prefix_kept if n not in index]
+        if unknown:
+            raise DataError(f"prefix_kept names unknown prefix features {unknown[:5]}")
+        self._prefix_idx = np.array([index[n] for n in self.prefix_kept], dtype=np.int64)
+
+    @property
+    def fraction(self) -> float:
+        return self.featurizer.fraction
+
+    @property
+    def signals(self) -> tuple[str, ...]:
+        return self.featurizer.signals
+
+    @property
+    def feature_names(self) -> list[str]:
+        names = list(self.prefix_kept) + self.space.feature_names()
+        names += [META_PREFIX + k for k in self.meta_filter.kept]
+        return names + ([PRIOR_FEATURE] if self.variant == RESIDUAL else [])
+
+    # ----------------------------------------------------------------- fit
+    @classmethod
+    def fit(
+        cls,
+        history: History,
+        fraction: float,
+        prior_z: np.ndarray | Mapping[str, float] | None = None,
+        run_ids: Sequence[str] | None = None,
+        config: PredictorConfig | None = None,
+        signals: Sequence[str] | None = None,
+    ) -> EarlyPredictor:
+        """Fit on the runs ``run_ids`` of ``history`` (default: every run with a finite ``y``).
+
+        With ``prior_z`` (the prior's z-score per run id, or per row of ``run_targets(history,
+        run_ids)``) the residual variant is fitted, otherwise the direct one. ``signals``
+        defaults to every curve signal of the history. Runs without a prefix keep NaN features.
+        """
+        from xgboost import XGBRegressor
+
+        config = config or PredictorConfig()
+        config.validate()
+        signals = tuple(signals) if signals is not None else tuple(history.curve_signals)
+        if not signals:
+            raise DataError(
+                f"{history.where}: the history has no curve signals (no curves.parquet); "
+                "the early predictor needs learning curves"
+            )
+        featurizer = PrefixFeaturizer(signals, float(fraction))
+        frame = run_targets(history, run_ids)
+        if len(frame) < 4:
+            raise DataError(
+                f"{history.where}: the predictor needs 4 or more runs with a finite objective, "
+                f"but got {len(frame)}"
+            )
+        z = within_task_z(frame)
+        p = _align_prior(prior_z, frame)
+        variant = RESIDUAL if p is not None else DIRECT
+        target = z - p if p is not None else z
+
+        P = featurizer.from_curves(history.curves, frame["run_id"].tolist())
+        prefix_filter = select_meta_features(
+            pd.DataFrame(P, columns=featurizer.names),
+            min_variance=config.filter_min_variance,
+            max_abs_corr=config.filter_max_abs_corr,
+            max_missing=config.prefix_max_missing,
+        )
+        tasks = sorted(set(frame["task"]))
+        meta_filter = _meta_filter(history, tasks, config)
+        runs = history.runs.set_index(history.runs["run_id"].astype(str))
+        X_cfg = history.encode(runs.loc[frame["run_id"], history.space.names])
+        M = np.vstack([meta_filter.apply(history.meta_features(t)) for t in frame["task"]])
+        model = cls(
+            space=history.space,
+            featurizer=featurizer,
+            variant=variant,
+            prefix_kept=list(prefix_filter.kept),
+            meta_filter=meta_filter,
+            members=[],
+            floor=config.variance_floor,
+            config=config,
+            objective=history.objective,
+            mode=history.mode,
+        )
+        X = model._assemble(P, X_cfg, M, p)
+
+        n = len(X)
+        oob_sum = np.zeros(n)
+        oob_cnt = np.zeros(n)
+        for k in range(config.n_models):
+            rng = np.random.default_rng([config.seed, k])
+            bag = np.sort(rng.choice(n, size=max(2, round(config.bag_fraction * n)), replace=False))
+            m = XGBRegressor(**config.xgb_kwargs(config.seed + k))
+            m.fit(X[bag], target[bag])
+            model.members.append(m)
+            out = np.setdiff1d(np.arange(n), bag)
+            if out.size:
+                oob_sum[out] += m.predict(X[out]).astype(float)
+                oob_cnt[out] += 1
+        has = oob_cnt > 0
+        oob_mse = (
+            float(np.mean((oob_sum[has] / oob_cnt[has] - target[has]) ** 2))
+            if has.any()
+            else math.nan
+        )
+        if config.floor_from_oob and math.isfinite(oob_mse):
+            model.floor = max(config.variance_floor, oob_mse)
+        model.training = {
+            "history": history.where,
+            "tasks": tasks,
+            "runs": n,
+            "runs_with_prefix": int(np.sum(P[:, -2] > 0)),
+            "oob_mse": oob_mse,
+            "prefix_dropped": dict(prefix_filter.dropped),
+        }
+        return model
+
+    def _assemble(
+        self, P: np.ndarray, X_cfg: np.ndarray, M: np.ndarray, p: np.ndarray | None
+    ) -> np.ndarray:
+        parts = [P[:, self._prefix_idx], np.asarray(X_cfg, dtype=float), M]
+        if self.variant == RESIDUAL:
+            if p is None:
+                raise DataError("this predictor is the residual variant: prior_z must be given")
+            parts.append(np.asarray(p, dtype=float).reshape(-1, 1))
+        return np.hstack([np.asarray(a, dtype=float).reshape(len(P), -1) for a in parts])
+
+    # ----------------------------------------------------------------- predict
+    def predict_features(
+        self, P: np.ndarray, X_cfg: np.ndarray, M: np.ndarray, prior_z: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean, var)`` of the z-scored final from prefix features ``P`` ``(n,
+        featurizer.n_features)``, configuration features ``X_cfg``, kept meta-features ``M``
+        ``(n, len(meta_filter.kept))`` and, for the residual variant, ``prior_z`` ``(n,)``."""
+        if X_cfg.shape[1] != self.space.n_features:
+            raise DataError(
+                f"X_cfg must have {self.space.n_features} columns, but got {X_cfg.shape[1]}"
+            )
+        if len(P) == 0:
+            return np.zeros(0), np.zeros(0)
+        X = self._assemble(P, X_cfg, M, prior_z)
+        preds = np.stack([m.predict(X).astype(float) for m in self.members])
+        mean = preds.mean(axis=0)
+        var = np.maximum(preds.var(axis=0, ddof=1) if len(preds) > 1 else 0.0, self.floor)
+        if self.variant == RESIDUAL:
+            mean = mean + np.asarray(prior_z, dtype=float)
+        return mean, np.broadcast_to(var, mean.shape).astype(float)
+
+    def predict_reports(
+        self,
+        reports: list[dict[str, float]],
+        config: dict,
+        meta: dict[str, float] | None,
+        prior_z: float | None,
+    ) -> tuple[float, float]:
+        """(predicted z-scored final, variance) of one live trial from its ``reports`` (keys of
+        :mod:`autopipe.metrics`, each with ``fraction``), its ``config``, the dataset ``meta``
+        (names without ``meta_``) and the prior's z-score (required by the residual variant,
+        ignored by the direct one)."""
+        if self.variant == RESIDUAL and (prior_z is None or not math.isfinite(float(prior_z))):
+            raise DataError(
+                f"this predictor is the residual variant: prior_z must be a finite float, but got {prior_z!r}"
+            )
+        P = self.featurizer.from_reports(reports).reshape(1, -1)
+        X_cfg = self.space.encode([config])
+        M = self.meta_filter.apply(meta or {}).reshape(1, -1)
+        p = np.array([float(prior_z)]) if self.variant == RESIDUAL else None  # type: ignore[arg-type]
+        mean, var = self.predict_features(P, X_cfg, M, p)
+        return float(mean[0]), float(var[0])
+
+    def predict_batch(
+        self,
+        reports: Sequence[list[dict[str, float]]],
+        configs: pd.DataFrame | Sequence[Mapping[str, Any]],
+        metas: Sequence[Mapping[str, float] | None],
+        prior_z: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict_reports` over ``n`` trials at once: ``(mean, var)``, each ``(n,)``."""
+        frame = (
+            configs if isinstance(configs, pd.DataFrame) else configs_to_frame(self.space, configs)
+        )
+        if not (len(reports) == len(frame) == len(metas)):
+            raise DataError(
+                f"reports, configs and metas must have one length, but got "
+                f"{len(reports)}, {len(frame)} and {len(metas)}"
+            )
+        P = np.vstack([self.featurizer.from_reports(r) for r in reports]).reshape(
+            len(reports), self.featurizer.n_features
+        )
+        X_cfg = self.space.encode_columns({n: frame[n].to_numpy() for n in self.space.names})
+        M = np.vstack([self.meta_filter.apply(m or {}) for m in metas]).reshape(len(metas), -1)
+        return self.predict_features(P, X_cfg, M, prior_z)
+
+    def predict_history(
+        self,
+        history: History,
+        run_ids: Sequence[str] | None = None,
+        prior_z: np.ndarray | Mapping[str, float] | None = None,
+    ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+        """Predict the runs of a history from their curves (default: every run with a finite
+        ``y``). Returns ``run_targets(history, run_ids)`` and ``(mean, var)`` aligned with it."""
+        frame = run_targets(history, run_ids)
+        p = _align_prior(prior_z, frame)
+        if self.variant == RESIDUAL and p is None:
+            raise DataError("this predictor is the residual variant: prior_z must be given")
+        P = self.featurizer.from_curves(history.curves, frame["run_id"].tolist())
+        runs = history.runs.set_index(history.runs["run_id"].astype(str))
+        X_cfg = history.encode(runs.loc[frame["run_id"], history.space.names])
+        M = np.vstack(
+            [self.meta_filter.apply(history.meta_features(t)) for t in frame["task"]]
+        ).reshape(len(frame), -1)
+        mean, var = self.predict_features(P, X_cfg, M, p)
+        return frame, mean, var
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> Path:
+        """Write ``path/predictor.json`` and ``path/model_<k>.ubj`` (a folder, created)."""
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        models = []
+        for k, m in enumerate(self.members):
+            name = f"model_{k}.ubj"
+            m.save_model(str(root / name))
+            models.append(name)
+        sidecar = {
+            "format": FORMAT,
+            "variant": self.variant,
+            "space": self.space.to_json(),
+            "fraction": self.fraction,
+            "fraction_tol": self.featurizer.tol,
+            "signals": list(self.signals),
+            "prefix_kept": list(self.prefix_kept),
+            "meta_filter": self.meta_filter.to_json(),
+            "feature_names": self.feature_names,
+            "floor": self.floor,
+            "target": "within-task z-score of the seed-averaged final objective, larger is better"
+            + (" minus the prior's z-score" if self.variant == RESIDUAL else ""),
+            "objective": self.objective,
+            "mode": self.mode,
+            "config": asdict(self.config),
+            "models": models,
+            "training": _json_safe(self.training),
+        }
+        (root / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
+        return root
+
+    @classmethod
+    def load(cls, path: str | Path) -> EarlyPredictor:
+        from xgboost import XGBRegressor
+
+        root = Path(path)
+        file = root / SIDECAR
+        if not file.is_file():
+            raise DataError(f"{file}: predictor sidecar is missing")
+        try:
+            d = json.loads(file.read_text())
+        except json.JSONDecodeError as e:
+            raise DataError(f"{file}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        if d.get("format") != FORMAT:
+            raise DataError(f"{file}: format must be {FORMAT!r}, but got {d.get('format')!r}")
+        model = cls(
+            space=Space.from_json(d["space"]),
+            featurizer=PrefixFeaturizer(
+                tuple(d["signals"]), float(d["fraction"]), float(d.get("fraction_tol", FRACTION_TOL))
+            ),
+            variant=str(d["variant"]),
+            prefix_kept=[str(n) for n in d["prefix_kept"]],
+            meta_filter=FeatureFilter.from_json(d["meta_filter"]),
+            members=[],
+            floor=float(d["floor"]),
+            config=PredictorConfig.from_json(d.get("config", {})),
+            objective=str(d.get("objective", "objective")),
+            mode=str(d.get("mode", "max")),
+            training=dict(d.get("training", {})),
+        )
+        want = len(model.feature_names)
+        for name in d["models"]:
+            if not (root / name).is_file():
+                raise DataError(f"{root / name}: model file named in {SIDECAR} is missing")
+            m = XGBRegressor()
+            m.load_model(str(root / name))
+            got = m.get_booster().num_features()
+            if got != want:
+                raise DataError(
+                    f"{root / name}: model has {got} features, but the sidecar names {want}"
+                )
+            model.members.append(m)
+        if not model.members:
+            raise DataError(f"{file}: models must name at least one model file, but got none")
+        return model
+
+
+def _meta_filter(history: History, tasks: list[str], config: PredictorConfig) -> FeatureFilter:
+    if not (config.use_meta and history.meta_columns):
+        return FeatureFilter([], {})
+    table = history.tasks.set_index(history.tasks["task"].astype(str)).loc[
+        tasks, history.meta_columns
+    ]
+    table.columns = [c[len(META_PREFIX) :] for c in table.columns]
+    return select_meta_features(
+        table,
+        min_variance=config.filter_min_variance,
+        max_abs_corr=config.filter_max_abs_corr,
+        max_missing=config.filter_max_missing,
+    )
+
+
+def _align_prior(
+    prior_z: np.ndarray | Mapping[str, float] | None, frame: pd.DataFrame
+) -> np.ndarray | None:
+    if prior_z is None:
+        return None
+    if isinstance(prior_z, Mapping):
+        missing = [r for r in frame["run_id"] if r not in prior_z]
+        if missing:
+            raise DataError(f"prior_z has no score for runs {missing[:5]}")
+        p = np.array([float(prior_z[r]) for r in frame["run_id"]])
+    else:
+        p = np.asarray(prior_z, dtype=float).ravel()
+        if len(p) != len(frame):
+            raise DataError(
+                f"prior_z must have one score per run ({len(frame)}), but got {len(p)}"
+            )
+    if not np.all(np.isfinite(p)):
+        raise DataError("prior_z must be finite, but got NaN or inf")
+    return p
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_json_safe(x) for x in v]
+    return v
+
+
+__all__ = [
+    "DIRECT",
+    "RESIDUAL",
+    "VARIANTS",
+    "EarlyPredictor",
+    "PredictorConfig",
+    "prior_scores",
+    "run_targets",
+    "within_task_z",
+]

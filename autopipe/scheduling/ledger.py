@@ -1,0 +1,108 @@
+"""The driver's record of every trial, shared by the scheduler (which writes decisions and
+proxies), the searcher adapter (which reads scores) and the MLflow callback (which reads
+statuses). Ray-free; it holds no model, only a proxy function it is given."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from autopipe import metrics as M
+
+# (reports so far, configuration) -> (proxy score, variance); maximised like the objective.
+ProxyFn = Callable[[list[dict[str, Any]], dict[str, Any]], tuple[float, float | None]]
+
+_KEEP = (*M.CURVE_SIGNALS, M.FRACTION, M.GLOBAL_STEP, M.STAGE, M.OBJECTIVE, M.COST_S,
+         M.EARLY_STOPPED, M.FAILED, M.FAILURE_REASON, M.CHECKPOINT_PATH)
+
+
+def fallback_proxy(reports: list[dict[str, Any]], config: dict[str, Any]) -> tuple[float, float | None]:
+    """Without a learned predictor: the negative of the latest eval (else train) loss.
+
+    Monotone in what an early prefix shows, but not on the objective's scale: use it only when
+    every trial of a job is scored the same way.
+    """
+    for key in (M.EVAL_LOSS, M.TRAIN_LOSS):
+        vals = [r[key] for r in reports if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+        if vals:
+            return -float(vals[-1]), None
+    return float("nan"), None
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    config: dict[str, Any] = field(default_factory=dict)
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    status: str | None = None  # metrics.STATUS_*; None while running
+    reason: str = ""
+    proxy: float | None = None
+    proxy_var: float | None = None
+    checkpoint: str | None = None
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.reports[-1] if self.reports else {}
+
+    @property
+    def cost_s(self) -> float:
+        c = self.last.get(M.COST_S)
+        return float(c) if isinstance(c, (int, float)) and math.isfinite(c) else 0.0
+
+    @property
+    def fraction(self) -> float:
+        f = self.last.get(M.FRACTION)
+        return float(f) if isinstance(f, (int, float)) and math.isfinite(f) else 0.0
+
+
+class Ledger:
+    def __init__(self, proxy_fn: ProxyFn | None = None) -> None:
+        self.proxy_fn = proxy_fn or fallback_proxy
+        self.trials: dict[str, TrialRecord] = {}
+
+    def get(self, trial_id: str) -> TrialRecord:
+        rec = self.trials.get(trial_id)
+        if rec is None:
+            rec = self.trials[trial_id] = TrialRecord(trial_id)
+        return rec
+
+    def record(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> TrialRecord:
+        rec = self.get(trial_id)
+        rec.config = dict(config)
+        rec.reports.append({k: result[k] for k in _KEEP if k in result})
+        if result.get(M.CHECKPOINT_PATH):
+            rec.checkpoint = str(result[M.CHECKPOINT_PATH])
+        return rec
+
+    def mark_failed(self, trial_id: str, reason: str) -> None:
+        rec = self.get(trial_id)
+        rec.status, rec.reason = M.STATUS_FAILED, reason
+
+    def mark_early_stopped(self, trial_id: str) -> TrialRecord:
+        rec = self.get(trial_id)
+        rec.status = M.STATUS_EARLY_STOPPED
+        proxy, var = self.proxy_fn(rec.reports, rec.config)
+        rec.proxy = proxy if math.isfinite(proxy) else None
+        rec.proxy_var = var
+        return rec
+
+    def score(self, trial_id: str, result: dict[str, Any] | None, metric: str) -> tuple[float | None, float | None]:
+        """What the searcher observes for a finished trial: ``(value, noise variance)``.
+
+        Early-stopped: the proxy and its variance; completed: the final objective (variance
+        ``None``: a full evaluation); failed or unknown: ``(None, None)``.
+        """
+        rec = self.trials.get(trial_id)
+        if rec is not None and rec.status == M.STATUS_FAILED:
+            return None, None
+        if rec is not None and rec.status == M.STATUS_EARLY_STOPPED:
+            return rec.proxy, rec.proxy_var
+        if result is None or result.get(M.FAILED):
+            return None, None
+        v = result.get(metric)
+        return (float(v), None) if isinstance(v, (int, float)) and math.isfinite(v) else (None, None)
+
+    def spent_s(self) -> float:
+        return sum(r.cost_s for r in self.trials.values())
