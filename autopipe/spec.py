@@ -199,6 +199,7 @@ class ResourcesSpec(_Strict):
 class SearchSpec(_Strict):
     algorithm: str = "random"
     seed: int = Field(default=0, ge=0)
+    options: dict[str, Any] = Field(default_factory=dict)  # passed to the searcher's core
 
     @field_validator("algorithm")
     @classmethod
@@ -218,7 +219,17 @@ class TrackingSpec(_Strict):
 class HistorySpec(_Strict):
     run_tables: list[str] = Field(default_factory=list)
     mlflow_experiments: list[str] = Field(default_factory=list)
-    prior: str | None = None
+    prior: str | None = None  # a prior saved by `autopipe prior fit`
+    predictor: str | None = None  # an early-signal predictor saved by `autopipe predictor fit`
+
+
+class StoppingSpec(_Strict):
+    """Divergence rules for RL (see autopipe.scheduling.policy)."""
+
+    kl_growth: float = Field(default=0.15, gt=0.0, le=10.0)
+    kl_floor: float = Field(default=1e-3, ge=0.0)
+    reward_drop: float = Field(default=0.10, gt=0.0, lt=1.0)
+    patience: int = Field(default=5, ge=1, le=1000)
 
 
 class EvalSpec(_Strict):
@@ -238,6 +249,7 @@ class JobSpec(_Strict):
     tracking: TrackingSpec = TrackingSpec()
     history: HistorySpec = HistorySpec()
     eval: EvalSpec = EvalSpec()
+    stopping: StoppingSpec = StoppingSpec()
     storage: str | None = None
     seed: int = Field(default=0, ge=0)
 

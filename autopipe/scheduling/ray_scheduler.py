@@ -13,9 +13,8 @@ from autopipe.scheduling.policy import Decision, StopRules, decide
 
 
 class AutoPipeScheduler(FIFOScheduler):
-    def __init__(self, rules: StopRules, ledger: Ledger, metric: str | None = None,
-                 mode: str | None = None) -> None:
-        super().__init__(metric=metric, mode=mode)
+    def __init__(self, rules: StopRules, ledger: Ledger) -> None:
+        super().__init__()
         self.rules = rules
         self.ledger = ledger
 

@@ -110,7 +110,10 @@ class CandidateSet:
 
     def index(self, config: Mapping[str, Any]) -> int | None:
         """Row of ``config`` among the candidates, or ``None``."""
-        key = self.space.config_key(config)
+        return self.index_key(self.space.config_key(config))
+
+    def index_key(self, key: tuple) -> int | None:
+        """Row of the configuration with ``Space.config_key`` ``key``, or ``None``."""
         i = self._key_base.get(key)
         return i if i is not None else self._key_block.get(key)
 
@@ -140,7 +143,11 @@ class CandidateSet:
         """Replace the perturbation block (``pool`` mode only); duplicates of the base dropped."""
         if self.grid:
             raise ValueError("a grid candidate set has no perturbation block")
-        keep = [dict(c) for c in _dedupe(self.space, block) if self.space.config_key(c) not in self._key_base]
+        keep = [
+            dict(c)
+            for c in _dedupe(self.space, block)
+            if self.space.config_key(c) not in self._key_base
+        ]
         self.block = keep
         self._X_block = encode(self.space, keep)
         self._s_block = (
@@ -195,7 +202,9 @@ def sobol_configs(space: Space, k: int, seed: int) -> list[dict[str, Any]]:
     if k <= 0:
         return []
     m = max(2, math.ceil(math.log2(4 * k)))
-    u = qmc.Sobol(d=len(space), scramble=True, seed=np.random.default_rng([seed, 103])).random_base2(m)
+    u = qmc.Sobol(
+        d=len(space), scramble=True, seed=np.random.default_rng([seed, 103])
+    ).random_base2(m)
     return _dedupe(space, [space.from_unit(row) for row in u])[:k]
 
 

@@ -45,7 +45,10 @@ class Hyper:
         return cls(np.full(p, math.exp(loc - scale**2)), 1.0)
 
     def to_json(self) -> dict[str, Any]:
-        return {"lengthscale": [float(v) for v in self.lengthscale], "outputscale": self.outputscale}
+        return {
+            "lengthscale": [float(v) for v in self.lengthscale],
+            "outputscale": self.outputscale,
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Hyper:

@@ -19,6 +19,7 @@ KEY_PARAMS = "params"
 KEY_SETTINGS = "settings"
 KEY_DATASET = "dataset"
 KEY_BASE_DIR = "base_dir"
+KEY_RESUME = "resume_from"  # storage path of an early-stopped trial's checkpoint (promotion)
 
 
 def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -59,6 +60,13 @@ def train_fn(config: dict[str, Any]) -> None:
             ray.train.report(m)
 
     with tempfile.TemporaryDirectory(prefix="autopipe-trial-") as work:
-        outcome = run_trial(config[KEY_PARAMS], data, settings, report, work_dir=work)
+        resume = config.get(KEY_RESUME)
+        if resume:
+            # The checkpoint may live on shared storage or in the cloud: fetch it locally.
+            with Checkpoint(resume).as_directory() as local:
+                outcome = run_trial(config[KEY_PARAMS], data, settings, report, work_dir=work,
+                                    resume_from=local)
+        else:
+            outcome = run_trial(config[KEY_PARAMS], data, settings, report, work_dir=work)
     if outcome.status == M.STATUS_FAILED and not math.isfinite(outcome.objective):
         return  # the final report already carries failed=1 and the reason

@@ -11,9 +11,15 @@ from ray.tune import Callback
 
 from autopipe import metrics as M
 from autopipe.errors import TrackingError
+from autopipe.scheduling.ledger import Ledger
 from autopipe.tracking import Tracker
 
 log = logging.getLogger(__name__)
+
+# Reserved config keys of a promoted (resumed) trial; not parameters of the search space.
+RESUME_KEY = "autopipe.resume_from"
+PROMOTED_FROM_KEY = "autopipe.promoted_from"
+RESERVED = (RESUME_KEY, PROMOTED_FROM_KEY)
 
 LOGGED = (*M.CURVE_SIGNALS, *M.EVAL_METRICS, M.FRACTION, M.OBJECTIVE, M.ELAPSED_S, M.COST_S)
 
@@ -29,12 +35,15 @@ def trial_status(result: dict[str, Any] | None, errored: bool = False) -> str:
 
 class MLflowTrialCallback(Callback):
     def __init__(self, tracker: Tracker, experiment_id: str, parent_run_id: str,
-                 trial_tags: dict[str, str], constants: dict[str, Any] | None = None) -> None:
+                 trial_tags: dict[str, str], constants: dict[str, Any] | None = None,
+                 ledger: Ledger | None = None) -> None:
         self.tracker = tracker
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.trial_tags = trial_tags
         self.constants = dict(constants or {})
+        self.ledger = ledger or Ledger()
+        self.extra_tags: dict[str, dict[str, str]] = {}  # trial_id -> tags set at its start
         self.configs: dict[str, dict[str, Any]] = {}
         self.runs: dict[str, str] = {}  # trial_id -> MLflow run id
         self.status: dict[str, str] = {}
@@ -43,12 +52,15 @@ class MLflowTrialCallback(Callback):
     def _run(self, trial: Any) -> str:
         rid = self.runs.get(trial.trial_id)
         if rid is None:
+            cfg = {k: v for k, v in trial.config.items() if k not in RESERVED}
             tags = {**self.trial_tags, M.TAG_ROLE: "trial", M.TAG_TRIAL_ID: trial.trial_id,
                     M.TAG_STATUS: M.STATUS_RUNNING}
+            if RESUME_KEY in trial.config:
+                tags[M.TAG_PROMOTED_FROM] = str(trial.config.get(PROMOTED_FROM_KEY, ""))
             rid = self.tracker.start_run(self.experiment_id, f"trial-{trial.trial_id}", tags,
                                          parent_run_id=self.parent_run_id)
-            self.configs[trial.trial_id] = dict(trial.config)
-            self.tracker.log_params(rid, {**self.constants, **trial.config})
+            self.configs[trial.trial_id] = cfg
+            self.tracker.log_params(rid, {**self.constants, **cfg})
             self.runs[trial.trial_id] = rid
         return rid
 
@@ -64,7 +76,15 @@ class MLflowTrialCallback(Callback):
     def _finish(self, trial: Any, errored: bool, reason: str | None = None) -> None:
         rid = self._run(trial)
         result = self.last.get(trial.trial_id) or trial.last_result or None
+        rec = self.ledger.trials.get(trial.trial_id)
         status = trial_status(result, errored)
+        if rec is not None and rec.status is not None and not errored:
+            status = rec.status  # decided by the scheduler (early stop, divergence)
+            reason = reason or rec.reason
+        if rec is not None and rec.proxy is not None:
+            self.tracker.log_metrics(rid, {M.PROXY: rec.proxy, **({M.PROXY_VAR: rec.proxy_var}
+                                                              if rec.proxy_var is not None else {})},
+                                     int((result or {}).get(M.GLOBAL_STEP, 0)))
         tags = {M.TAG_STATUS: status,
                 M.TAG_FIDELITY: f"{float((result or {}).get(M.FRACTION, 0.0)):.4f}"}
         reason = reason or (result or {}).get(M.FAILURE_REASON)

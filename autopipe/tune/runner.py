@@ -58,6 +58,8 @@ class JobResult:
     wall_s: float = 0.0
     interrupted: bool = False
     experiment_path: str = ""
+    promoted: dict[str, str] = field(default_factory=dict)  # promoted trial -> early-stopped source
+    cost_saved_s: float = 0.0
 
 
 def trial_settings(spec: JobSpec) -> dict[str, Any]:
@@ -166,14 +168,23 @@ def check_resources(spec: JobSpec) -> None:
         )
 
 
-def make_trainable(spec: JobSpec, constants: dict[str, Any], storage: str) -> Any:
-    """A Tune function trainable that runs one trial as a Ray Train ``TorchTrainer``."""
+def make_trainable(spec: JobSpec, constants: dict[str, Any], storage: str,
+                   full_fidelity: bool = False) -> Any:
+    """A Tune function trainable that runs one trial as a Ray Train ``TorchTrainer``.
+
+    ``full_fidelity`` runs trials to the end whatever the early-stop fraction (promotion); a
+    config holding ``RESUME_KEY`` resumes that checkpoint instead of starting over.
+    """
     from ray import tune
 
     from autopipe.trial import worker as W
+    from autopipe.tune.callbacks import RESERVED, RESUME_KEY
 
+    settings = trial_settings(spec)
+    if full_fidelity:
+        settings["early_stop_fraction"] = 1.0
     base = {
-        W.KEY_SETTINGS: trial_settings(spec),
+        W.KEY_SETTINGS: settings,
         W.KEY_DATASET: spec.dataset.model_dump(mode="json"),
         W.KEY_BASE_DIR: str(spec.base_dir),
     }
@@ -187,7 +198,9 @@ def make_trainable(spec: JobSpec, constants: dict[str, Any], storage: str) -> An
 
         trial_id = tune.get_context().get_trial_id()
         worker_cfg = dict(base)
-        worker_cfg[W.KEY_PARAMS] = {**constants, **config}
+        worker_cfg[W.KEY_PARAMS] = {**constants, **{k: v for k, v in config.items() if k not in RESERVED}}
+        if config.get(RESUME_KEY):
+            worker_cfg[W.KEY_RESUME] = config[RESUME_KEY]
         use_gpu = res.gpus_per_worker > 0
         per_worker = {"CPU": res.cpus_per_worker}
         if use_gpu:
@@ -244,11 +257,17 @@ def compute_meta(data: Any) -> dict[str, float]:
 
 def run_job(spec: JobSpec, address: str | None = None, verbose: int = 1) -> JobResult:
     """Run the whole job; always leaves the MLflow runs it opened closed."""
+    import json
+
     from ray import tune
 
+    from autopipe.scheduling.budget import BudgetGate
+    from autopipe.scheduling.ledger import Ledger
+    from autopipe.scheduling.policy import StopRules
+    from autopipe.scheduling.ray_scheduler import AutoPipeScheduler
     from autopipe.search import get_core_factory
-    from autopipe.search.ray_adapter import CoreSearcher
     from autopipe.tune.callbacks import MLflowTrialCallback
+    from autopipe.tune.searcher import JobSearcher
 
     t0 = time.time()
     space = spec.to_space()
@@ -262,51 +281,57 @@ def run_job(spec: JobSpec, address: str | None = None, verbose: int = 1) -> JobR
         exp_id, f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
         {**common_tags, M.TAG_ROLE: "job", M.TAG_SEARCH: spec.search.algorithm},
     )
-    import json
-
     tracker.log_text(parent, json.dumps(space.to_json(), indent=1), M.ARTIFACT_SPACE)
     tracker.log_text(parent, yaml.safe_dump(spec.dump(), sort_keys=False), M.ARTIFACT_SPEC)
     tracker.log_text(parent, json.dumps(meta, indent=1, sort_keys=True), M.ARTIFACT_META)
     tracker.log_params(parent, {"search.algorithm": spec.search.algorithm,
                                 "budget.max_trials": spec.budget.max_trials,
+                                "budget.early_stop_fraction": spec.budget.early_stop_fraction,
                                 "dataset": ds_tags[M.TAG_DATASET], "model": spec.model.name})
     started = False
     result = JobResult(spec.name, exp_id, parent, tracker.uri, None, None, None)
-    callback = MLflowTrialCallback(tracker, exp_id, parent, common_tags, space.constants)
+    ledger = Ledger(load_proxy(spec, meta))
+    callback = MLflowTrialCallback(tracker, exp_id, parent, common_tags, space.constants, ledger)
+    early = spec.budget.early_stop_fraction
+    searcher = None
+    rules = StopRules(early_stop_fraction=early, kl_growth=spec.stopping.kl_growth,
+                      kl_floor=spec.stopping.kl_floor, reward_drop=spec.stopping.reward_drop,
+                      patience=spec.stopping.patience)
     try:
         started = init_ray(spec, address)
         check_resources(spec)
         storage = storage_path(spec)
-        core = get_core_factory(spec.search.algorithm)(space, seed=spec.search.seed)
-        searcher = CoreSearcher(core, metric=M.OBJECTIVE, mode="max")
+        core = make_core(spec, space, meta)
+        searcher = JobSearcher(core, ledger, BudgetGate(ledger, spec.budget.cost_cap_s, early),
+                               metric=M.OBJECTIVE, mode="max")
         run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         tuner = tune.Tuner(
             make_trainable(spec, space.constants, storage),
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
+                scheduler=AutoPipeScheduler(rules, ledger),
                 metric=M.OBJECTIVE,
                 mode="max",
                 num_samples=spec.budget.max_trials,
                 max_concurrent_trials=spec.budget.max_concurrent,
-                time_budget_s=spec.budget.cost_cap_s,
             ),
-            run_config=tune.RunConfig(
-                name=run_name,
-                storage_path=storage,
-                callbacks=[callback],
-                verbose=verbose,
-            ),
+            run_config=tune.RunConfig(name=run_name, storage_path=storage, callbacks=[callback],
+                                      verbose=verbose),
         )
         grid = tuner.fit()
         result.experiment_path = grid.experiment_path
+        if early < 1.0 and not _unfinished(callback, tracker):
+            _promote(spec, space, core, ledger, callback, storage, run_name, verbose, result)
     finally:
         killed = {M.TAG_STATUS: M.STATUS_KILLED}
-        open_trials = [t for t, rid in callback.runs.items() if rid in tracker.open_runs]
+        open_trials = _unfinished(callback, tracker)
         for t in open_trials:
             callback.status[t] = M.STATUS_KILLED
-        result.interrupted = bool(open_trials) or len(callback.status) < min(
-            spec.budget.max_trials, _space_size(space)
+        n_search = len([t for t in callback.status if t not in result.promoted])
+        ended_by_itself = n_search >= min(spec.budget.max_trials, _space_size(space)) or (
+            searcher is not None and (searcher.finished_by_budget or searcher.exhausted)
         )
+        result.interrupted = bool(open_trials) or not ended_by_itself
         # Close the child runs the callback could not finish (Ctrl-C), then summarise.
         for t in open_trials:
             rid = callback.runs[t]
@@ -320,6 +345,89 @@ def run_job(spec: JobSpec, address: str | None = None, verbose: int = 1) -> JobR
             ray.shutdown()
         result.wall_s = time.time() - t0
     return result
+
+
+def _unfinished(callback: Any, tracker: Tracker) -> list[str]:
+    return [t for t, rid in callback.runs.items() if rid in tracker.open_runs]
+
+
+def make_core(spec: JobSpec, space: Any, meta: dict[str, float]) -> Any:
+    """The searcher's Ray-free core from the registry, with the job's prior when it names one."""
+    from autopipe.search import get_core_factory
+
+    factory = get_core_factory(spec.search.algorithm)
+    opts: dict[str, Any] = {}
+    if spec.search.algorithm == "autopipe":
+        opts.update(prior=load_prior(spec), meta=meta, budget=spec.budget.max_trials,
+                    **spec.search.options)
+    elif spec.search.options:
+        opts.update(spec.search.options)
+    return factory(space, seed=spec.search.seed, **opts)
+
+
+def load_prior(spec: JobSpec) -> Any:
+    if not spec.history.prior:
+        log.warning("search.algorithm autopipe without history.prior: plain GP-BO, no transfer")
+        return None
+    from autopipe.prior.ranker import RankingPrior
+
+    return RankingPrior.load(spec.resolve(spec.history.prior))
+
+
+def load_proxy(spec: JobSpec, meta: dict[str, float]) -> Any:
+    """The proxy of early-stopped trials: the learned predictor if the job names one."""
+    if not spec.history.predictor:
+        return None
+    from autopipe.predictor.model import EarlyPredictor
+
+    pred = EarlyPredictor.load(spec.resolve(spec.history.predictor))
+
+    def proxy(reports: list[dict[str, Any]], config: dict[str, Any]) -> tuple[float, float | None]:
+        return pred.predict_reports(reports, config, meta, None)
+
+    return proxy
+
+
+def _promote(spec: JobSpec, space: Any, core: Any, ledger: Any, callback: Any, storage: str,
+             run_name: str, verbose: int, result: JobResult) -> None:
+    """Run the recommended configuration to full fidelity, resuming its early-stopped trial."""
+    from ray import tune
+
+    from autopipe.tune.callbacks import PROMOTED_FROM_KEY, RESUME_KEY
+
+    rec_cfg = core.recommend() if hasattr(core, "recommend") else None
+    if rec_cfg is None:
+        best = core.best()
+        rec_cfg = best[0] if best else None
+    if rec_cfg is None:
+        log.warning("no trial produced a score; nothing to promote")
+        return
+    key = space.config_key(rec_cfg)
+    source = next((r for r in ledger.trials.values()
+                   if r.status == M.STATUS_EARLY_STOPPED and space.config_key(
+                       {k: v for k, v in r.config.items() if k in space.names}) == key), None)
+    config = dict(rec_cfg)
+    if source is not None and source.checkpoint:
+        config[RESUME_KEY] = source.checkpoint
+        config[PROMOTED_FROM_KEY] = source.trial_id
+    tuner = tune.Tuner(
+        make_trainable(spec, space.constants, storage, full_fidelity=True),
+        param_space=config,
+        tune_config=tune.TuneConfig(num_samples=1, metric=M.OBJECTIVE, mode="max"),
+        run_config=tune.RunConfig(name=f"{run_name}-promote", storage_path=storage,
+                                  callbacks=[callback], verbose=verbose),
+    )
+    tuner.fit()
+    promoted = [t for t, c in callback.configs.items() if t not in ledger.trials or
+                ledger.trials[t].status is None]
+    for t in promoted:
+        result.promoted[t] = source.trial_id if source is not None else ""
+        if source is not None and source.checkpoint:
+            saved = source.cost_s
+            result.cost_saved_s += saved
+            rid = callback.runs.get(t)
+            if rid:
+                callback.tracker.set_tags(rid, {M.TAG_COST_SAVED: f"{saved:.2f}"})
 
 
 def _space_size(space: Any) -> float:
@@ -336,7 +444,7 @@ def _summarise(result: JobResult, cb: Any, constants: dict[str, Any], tracker: T
             total += float(cost)
         status = cb.status.get(tid)
         val = last.get(M.OBJECTIVE)
-        if status not in (M.STATUS_COMPLETED, M.STATUS_EARLY_STOPPED):
+        if status != M.STATUS_COMPLETED:  # only full-fidelity scores compete (proxies do not)
             continue
         if isinstance(val, (int, float)) and math.isfinite(val) and val > best_val:
             best_tid, best_val, best_cfg = tid, float(val), cb.configs.get(tid)
@@ -345,6 +453,7 @@ def _summarise(result: JobResult, cb: Any, constants: dict[str, Any], tracker: T
     parent = result.parent_run_id
     counts = {s: sum(1 for v in cb.status.values() if v == s) for s in M.TRIAL_STATUSES}
     tracker.log_metrics(parent, {"n_trials": len(cb.status), "total_cost_s": total,
+                                 "cost_saved_s": result.cost_saved_s,
                                  **{f"n_{k.replace('-', '_')}": v for k, v in counts.items()}}, 0)
     if best_tid is None:
         tracker.set_tags(parent, {"autopipe.best": "none"})
@@ -358,6 +467,8 @@ def _summarise(result: JobResult, cb: Any, constants: dict[str, Any], tracker: T
         "trial_id": best_tid,
         "mlflow_run_id": cb.runs.get(best_tid),
         "status": cb.status.get(best_tid),
+        "promoted_from": result.promoted.get(best_tid),
+        "cost_saved_s": round(result.cost_saved_s, 2) if best_tid in result.promoted else None,
         "config": full,
     }
     tracker.log_text(parent, yaml.safe_dump(doc, sort_keys=False), M.ARTIFACT_BEST)
@@ -397,10 +508,13 @@ def format_summary(res: JobResult) -> str:
         + (" (interrupted)" if res.interrupted else ""),
         f"MLflow: {res.tracking_uri} experiment {res.experiment_id} run {res.parent_run_id}",
     ]
+    if res.promoted:
+        lines.append(f"promoted the recommended early-stopped trial to full fidelity; "
+                     f"{res.cost_saved_s:.1f} trial-seconds of its prefix not recomputed")
     if res.best_config is not None:
         lines.append(f"best {M.OBJECTIVE} = {res.best_objective:.4f} (trial {res.best_trial_id})")
         lines.append(yaml.safe_dump({"config": res.best_config}, sort_keys=False).rstrip())
     else:
-        lines.append("no trial finished with a score")
+        lines.append("no trial finished at full fidelity with a score")
     return "\n".join(lines)
 
