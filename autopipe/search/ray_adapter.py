@@ -24,7 +24,9 @@ class CoreSearcher(Searcher):
         self._live: set[str] = set()
         self._exhausted = False
 
-    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict, **spec: Any
+    ) -> bool:
         if metric:
             self._metric = metric
         if mode:
@@ -48,7 +50,9 @@ class CoreSearcher(Searcher):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         return None
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
         self._live.discard(trial_id)
         value: float | None = None
         if not error and result is not None and not result.get(M.FAILED):
@@ -59,8 +63,12 @@ class CoreSearcher(Searcher):
 
     # ------------------------------------------------------------------ state
     def get_state(self) -> dict:
-        return {"core": self.core.state(), "live": sorted(self._live), "metric": self._metric,
-                "mode": self._mode}
+        return {
+            "core": self.core.state(),
+            "live": sorted(self._live),
+            "metric": self._metric,
+            "mode": self._mode,
+        }
 
     def set_state(self, state: dict) -> None:
         self.core.load_state(state["core"])
@@ -74,3 +82,7 @@ class CoreSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, encoding="utf-8") as f:
             self.set_state(json.load(f))
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

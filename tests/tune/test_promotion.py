@@ -1,0 +1,47 @@
+"""A real job with `budget.early_stop_fraction`: every search trial stops at its early point
+with a resumable checkpoint, and the job's final step resumes the recommended one to full
+fidelity (same step count as a straight run, prefix not recomputed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+from autopipe import metrics as M
+from autopipe.tracking import Tracker
+from autopipe.tune.runner import read_best
+from tests.tune.helpers import run_cli, write_spec
+
+
+def test_early_stop_and_promotion(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = write_spec(tmp_path / "p.yaml", "promo", store, tmp_path / "ray",
+                      budget={"max_trials": 2, "max_concurrent": 2, "early_stop_fraction": 0.5},
+                      space={"sft": {"lr": 3.0e-3, "steps": 24, "batch_size": {"choices": [8, 16]}},
+                             "rl": {"algorithm": "grpo", "lr": 5.0e-5, "beta": 0.02, "num_generations": 4,
+                                    "batch_size": 8, "steps": 2}})
+    r = run_cli("tune", str(spec), "--quiet")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "promoted the recommended early-stopped trial" in r.stdout
+    c = MlflowClient(store)
+    exp = c.get_experiment_by_name("promo").experiment_id
+    trials = [x for x in c.search_runs([exp]) if x.data.tags.get(M.TAG_ROLE) == "trial"]
+    early = [x for x in trials if x.data.tags[M.TAG_STATUS] == M.STATUS_EARLY_STOPPED]
+    done = [x for x in trials if x.data.tags[M.TAG_STATUS] == M.STATUS_COMPLETED]
+    assert len(early) == 2 and len(done) == 1
+    stop = 13  # ceil(0.5 * (24 + 2))
+    for x in early:
+        assert float(x.data.tags[M.TAG_FIDELITY]) == stop / 26
+        assert M.PROXY in x.data.metrics  # the proxy the searcher saw
+    promoted = done[0]
+    src = promoted.data.tags[M.TAG_PROMOTED_FROM]
+    assert src in {x.data.tags[M.TAG_TRIAL_ID] for x in early}
+    assert float(promoted.data.tags[M.TAG_COST_SAVED]) > 0
+    steps = [m.step for m in c.get_metric_history(promoted.info.run_id, M.TRAIN_LOSS)]
+    assert min(steps) > stop and max(c.get_metric_history(promoted.info.run_id, M.FRACTION),
+                                     key=lambda m: m.step).step == 26
+    best = read_best(Tracker(store), job="promo")
+    assert best["promoted_from"] == src and best["mlflow_run_id"] == promoted.info.run_id
+    assert yaml.safe_dump(best["config"])
