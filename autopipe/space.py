@@ -73,7 +73,9 @@ class Param:
             if any(not math.isfinite(v) for v in vals):
                 raise SpaceError(f"{n}.values must be finite numbers, but got {list(self.values)}")
             if any(b <= a for a, b in itertools.pairwise(vals)):
-                raise SpaceError(f"{n}.values must be strictly increasing, but got {list(self.values)}")
+                raise SpaceError(
+                    f"{n}.values must be strictly increasing, but got {list(self.values)}"
+                )
             if self.log and vals[0] <= 0:
                 raise SpaceError(f"{n}.values must be > 0 on a log scale, but got {vals[0]}")
             if self.type == "int" and any(v != int(v) for v in vals):
@@ -211,12 +213,16 @@ class Param:
         allowed = {"name", "type", "low", "high", "values", "choices", "log", "condition"}
         unknown = set(d) - allowed
         if unknown:
-            raise SpaceError(f"{where}.{name} has unknown keys {sorted(unknown)}; valid keys: {sorted(allowed)}")
+            raise SpaceError(
+                f"{where}.{name} has unknown keys {sorted(unknown)}; valid keys: {sorted(allowed)}"
+            )
         cond = d.get("condition")
         condition = None
         if cond is not None:
             if not isinstance(cond, Mapping) or "param" not in cond or "values" not in cond:
-                raise SpaceError(f"{where}.{name}.condition must be {{param, values}}, but got {cond!r}")
+                raise SpaceError(
+                    f"{where}.{name}.condition must be {{param, values}}, but got {cond!r}"
+                )
             condition = Condition(str(cond["param"]), tuple(cond["values"]))
         values = d.get("values")
         choices = d.get("choices")
@@ -327,7 +333,9 @@ class Space:
             v = config[p.name]
             if p.is_categorical:
                 if v not in p.choices:  # type: ignore[operator]
-                    raise SpaceError(f"{where}.{p.name} must be one of {list(p.choices)}, but got {v!r}")
+                    raise SpaceError(
+                        f"{where}.{p.name} must be one of {list(p.choices)}, but got {v!r}"
+                    )
                 out[p.name] = v
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
@@ -363,7 +371,9 @@ class Space:
         """``u`` of shape ``(d,)`` -> configuration (snapped to grids; inactive dropped)."""
         u = np.asarray(u, dtype=float)
         if u.shape != (len(self.params),):
-            raise SpaceError(f"unit vector must have shape ({len(self.params)},), but got {u.shape}")
+            raise SpaceError(
+                f"unit vector must have shape ({len(self.params)},), but got {u.shape}"
+            )
         return self.complete({p.name: p.from_unit(u[i]) for i, p in enumerate(self.params)})
 
     def encode(self, configs: Iterable[Mapping[str, Any]]) -> np.ndarray:

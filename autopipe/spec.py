@@ -239,7 +239,9 @@ class EvalSpec(_Strict):
 
 
 class JobSpec(_Strict):
-    name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+    name: Annotated[
+        str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    ]
     dataset: DatasetSpec
     model: ModelSpec = ModelSpec()
     space: SpaceSpec = SpaceSpec()
@@ -316,7 +318,9 @@ def _check_value(name: str, v: Any, ptype: str, where: str) -> None:
     if ptype == "categorical":
         return
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise SpaceError(f"{where} must be a number or a range/values/choices mapping, but got {v!r}")
+        raise SpaceError(
+            f"{where} must be a number or a range/values/choices mapping, but got {v!r}"
+        )
 
 
 _RULES: dict[str, tuple[float, float, str]] = {
@@ -373,15 +377,23 @@ def build_space(space: SpaceSpec) -> Space:
             # range checks on every number that the entry can produce
             if name in _RULES:
                 if isinstance(spec, Range):
-                    _check_range(name, [spec.low, spec.high], {0: f"{where}.low", 1: f"{where}.high"})
+                    _check_range(
+                        name, [spec.low, spec.high], {0: f"{where}.low", 1: f"{where}.high"}
+                    )
                 elif isinstance(spec, Grid):
-                    _check_range(name, [float(v) for v in spec.values],
-                                 {i: f"{where}.values[{i}]" for i in range(len(spec.values))})
+                    _check_range(
+                        name,
+                        [float(v) for v in spec.values],
+                        {i: f"{where}.values[{i}]" for i in range(len(spec.values))},
+                    )
                 elif isinstance(spec, Choice):
                     for i, c in enumerate(spec.choices):
                         _check_value(name, c, ptype, f"{where}.choices[{i}]")
-                    _check_range(name, [float(c) for c in spec.choices],
-                                 {i: f"{where}.choices[{i}]" for i in range(len(spec.choices))})
+                    _check_range(
+                        name,
+                        [float(c) for c in spec.choices],
+                        {i: f"{where}.choices[{i}]" for i in range(len(spec.choices))},
+                    )
                 else:
                     _check_value(name, spec, ptype, where)
                     _check_range(name, [float(spec)], {0: where})
@@ -423,8 +435,12 @@ def _format_error(err: dict[str, Any]) -> str:
         msg = str(ctx.get("error", err["msg"]))
         return f"{loc} {msg}" if loc else msg
     if typ in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
-              "less_than_equal": "<="}[typ]
+        op = {
+            "greater_than": ">",
+            "greater_than_equal": ">=",
+            "less_than": "<",
+            "less_than_equal": "<=",
+        }[typ]
         bound = next(iter(ctx.values()))
         return f"{loc} must be {op} {bound}, but got {inp!r}"
     if typ == "literal_error":
@@ -450,14 +466,23 @@ def _is_union_tag(x: Any) -> bool:
 
 def _pick_error(errors: list[dict[str, Any]]) -> dict[str, Any]:
     """Pydantic reports one error per union member; keep the most telling one."""
+
     # An entry that is a mapping was meant as Range/Grid/Choice: prefer the member whose keys
     # match what the user wrote, then errors that are not about types.
     def score(e: dict[str, Any]) -> tuple[int, int]:
         loc = e["loc"]
         inp = e.get("input")
         s = 0
-        if e["type"] in ("value_error", "greater_than", "greater_than_equal", "less_than",
-                         "less_than_equal", "extra_forbidden", "missing", "literal_error"):
+        if e["type"] in (
+            "value_error",
+            "greater_than",
+            "greater_than_equal",
+            "less_than",
+            "less_than_equal",
+            "extra_forbidden",
+            "missing",
+            "literal_error",
+        ):
             s += 2
         if e["type"] == "extra_forbidden" and isinstance(loc[-1], str):
             s -= 1  # a key unknown to one union member may be right for another
@@ -478,7 +503,7 @@ def _union_message(errors: list[dict[str, Any]]) -> str | None:
     first = locs[0]
     if any(e["type"] == "extra_forbidden" and len(e["loc"]) == 3 for e in errors):
         return None  # an unknown parameter name, not a malformed entry
-    if len(first) >= 3 and first[0] == "space" and all(l[:3] == first[:3] for l in locs):
+    if len(first) >= 3 and first[0] == "space" and all(loc[:3] == first[:3] for loc in locs):
         inp_errs = [e for e in errors if len(e["loc"]) == 4 or e["type"] in ("value_error",)]
         keyed = [e for e in errors if len(e["loc"]) >= 5]
         # A mapping with recognisable keys: pick the member it was meant as.
@@ -514,7 +539,11 @@ def _valid_keys_hint(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
         if f is None:
             return ""
         ann = f.annotation
-        sub = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        sub = [
+            a
+            for a in getattr(ann, "__args__", (ann,))
+            if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
         if not sub:
             return ""
         cur = sub[0]
@@ -538,7 +567,9 @@ def validation_message(exc: ValidationError) -> str:
 def parse_spec(data: Any, base_dir: Path | None = None) -> JobSpec:
     """Validate an already-parsed YAML document."""
     if not isinstance(data, dict):
-        raise SpecError(f"the job spec must be a YAML mapping with a name and a dataset, but got {_short(data)}")
+        raise SpecError(
+            f"the job spec must be a YAML mapping with a name and a dataset, but got {_short(data)}"
+        )
     for k in data:
         if not isinstance(k, str):
             raise SpecError(f"job spec keys must be strings, but got {k!r}")
@@ -590,12 +621,16 @@ def load_spec(path: str | os.PathLike[str]) -> JobSpec:
         raise SpecError(f"job spec {str(p)!r} must be a file, but it is a directory")
     size = p.stat().st_size
     if size > MAX_SPEC_BYTES:
-        raise SpecError(f"job spec {str(p)!r} must be at most {MAX_SPEC_BYTES} bytes, but is {size}")
+        raise SpecError(
+            f"job spec {str(p)!r} must be at most {MAX_SPEC_BYTES} bytes, but is {size}"
+        )
     raw = p.read_bytes()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise SpecError(f"job spec {str(p)!r} must be UTF-8 text, but byte {e.start} is not") from None
+        raise SpecError(
+            f"job spec {str(p)!r} must be UTF-8 text, but byte {e.start} is not"
+        ) from None
     try:
         data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:

@@ -25,12 +25,18 @@ def stage(spec: JobSpec, staging: Path) -> Path:
     if spec.dataset.path:
         src = spec.resolve(spec.dataset.path)
         if not src.is_file():
-            raise ClusterError(f"dataset.path {str(src)!r} does not exist, so it cannot be uploaded")
+            raise ClusterError(
+                f"dataset.path {str(src)!r} does not exist, so it cannot be uploaded"
+            )
         data_dir = staging / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, data_dir / src.name)
         sibling = src.parent / "test_ground_truth.json"  # PubMedQA's official test split
-        if spec.dataset.format in (None, "pubmedqa") and src.suffix == ".json" and sibling.is_file():
+        if (
+            spec.dataset.format in (None, "pubmedqa")
+            and src.suffix == ".json"
+            and sibling.is_file()
+        ):
             shutil.copy2(sibling, data_dir / sibling.name)
         doc["dataset"]["path"] = f"data/{src.name}"
     if spec.model.path:
@@ -49,14 +55,22 @@ def entrypoint() -> str:
     return f"python -m autopipe tune {STAGED_SPEC} --address auto"
 
 
-def submit(spec: JobSpec, spec_path: str, address: str, wait: bool = False,
-           timeout_s: float = 3600.0, env: dict[str, str] | None = None) -> int:
+def submit(
+    spec: JobSpec,
+    spec_path: str,
+    address: str,
+    wait: bool = False,
+    timeout_s: float = 3600.0,
+    env: dict[str, str] | None = None,
+) -> int:
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     try:
         client = JobSubmissionClient(address)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise ClusterError(f"--address {address!r}: cannot reach the Ray Job API ({_first(e)})") from None
+        raise ClusterError(
+            f"--address {address!r}: cannot reach the Ray Job API ({_first(e)})"
+        ) from None
     from autopipe.tune.runner import WORKER_ENV
 
     env_vars: dict[str, Any] = {**WORKER_ENV, **(env or {})}

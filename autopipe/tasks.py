@@ -100,7 +100,9 @@ def parse_answer(text: str, kind: str = "text", choices: Sequence[str] | None = 
     return line
 
 
-def is_correct(completion: str, answer: str, kind: str, choices: Sequence[str] | None = None) -> bool:
+def is_correct(
+    completion: str, answer: str, kind: str, choices: Sequence[str] | None = None
+) -> bool:
     got = parse_answer(completion, kind, choices)
     want = parse_answer(answer, kind, choices) if kind != "text" else answer.strip()
     return got != "" and got == want
@@ -229,13 +231,25 @@ TASKS: dict[str, BuiltinTask] = {
         BuiltinTask("add1", "single-digit addition a+b=", _add(0, 9), "number"),
         BuiltinTask("add2", "addition of numbers up to 19", _add(0, 19), "number"),
         BuiltinTask("sort", "sort 3-5 digits", _sort(3, 5), "text"),
-        BuiltinTask("compare", "yes/no/maybe: is a > b (maybe when equal)", _compare, "choice",
-                    ("yes", "no", "maybe")),
+        BuiltinTask(
+            "compare",
+            "yes/no/maybe: is a > b (maybe when equal)",
+            _compare,
+            "choice",
+            ("yes", "no", "maybe"),
+        ),
         BuiltinTask("reverse", "reverse a 3-5 letter string", _reverse, "text"),
         BuiltinTask("count", "count the a's in a string of a/b", _count, "number"),
-        BuiltinTask("parity", "parity of a bit string (odd/even)", _parity, "choice", ("odd", "even")),
-        BuiltinTask("mcq", "multiple choice: the option with the largest number", _choice_task,
-                    "choice", ("a", "b", "c", "d")),
+        BuiltinTask(
+            "parity", "parity of a bit string (odd/even)", _parity, "choice", ("odd", "even")
+        ),
+        BuiltinTask(
+            "mcq",
+            "multiple choice: the option with the largest number",
+            _choice_task,
+            "choice",
+            ("a", "b", "c", "d"),
+        ),
     )
 }
 
@@ -274,8 +288,14 @@ def make_builtin(name: str, n_train: int, n_rl: int, n_eval: int, seed: int = 0)
 
 # ---------------------------------------------------------------------------------- files
 def _split(
-    name: str, records: list[Example], n_train: int, n_rl: int, n_eval: int, seed: int,
-    kind: str, choices: tuple[str, ...] | None,
+    name: str,
+    records: list[Example],
+    n_train: int,
+    n_rl: int,
+    n_eval: int,
+    seed: int,
+    kind: str,
+    choices: tuple[str, ...] | None,
 ) -> TaskData:
     if len(records) < 3:
         raise DataError(f"dataset {name!r} needs at least 3 examples, but has {len(records)}")
@@ -300,8 +320,14 @@ def _infer_kind(answers: list[str]) -> tuple[str, tuple[str, ...] | None]:
 
 
 def load_file(
-    path: Path, fmt: str | None, prompt_field: str, answer_field: str,
-    n_train: int, n_rl: int, n_eval: int, seed: int,
+    path: Path,
+    fmt: str | None,
+    prompt_field: str,
+    answer_field: str,
+    n_train: int,
+    n_rl: int,
+    n_eval: int,
+    seed: int,
 ) -> TaskData:
     """Load a local JSONL / parquet file of prompt/answer records, or a PubMedQA file."""
     if not path.exists():
@@ -329,7 +355,9 @@ def load_file(
                 except json.JSONDecodeError as e:
                     raise DataError(f"{path}: line {i} is not valid JSON ({e.msg})") from None
                 if not isinstance(row, dict):
-                    raise DataError(f"{path}: line {i} must be a JSON object, but got {type(row).__name__}")
+                    raise DataError(
+                        f"{path}: line {i} must be a JSON object, but got {type(row).__name__}"
+                    )
                 rows.append(row)
     else:
         import pandas as pd
@@ -342,7 +370,9 @@ def load_file(
     for i, row in enumerate(rows, 1):
         for fld in (prompt_field, answer_field):
             if fld not in row or row[fld] is None:
-                raise DataError(f"{path}: record {i} has no field {fld!r} (dataset.prompt_field/answer_field)")
+                raise DataError(
+                    f"{path}: record {i} has no field {fld!r} (dataset.prompt_field/answer_field)"
+                )
         records.append(Example(str(row[prompt_field]), str(row[answer_field])))
     kind, choices = _infer_kind([r.answer for r in records])
     return _split(name, records, n_train, n_rl, n_eval, seed, kind, choices)
@@ -360,7 +390,9 @@ def load_pubmedqa(path: Path, n_train: int, n_rl: int, n_eval: int, seed: int) -
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not a PubMedQA JSON file ({e})") from None
     if not isinstance(data, dict):
-        raise DataError(f"{path}: PubMedQA file must map PMID -> record, but got {type(data).__name__}")
+        raise DataError(
+            f"{path}: PubMedQA file must map PMID -> record, but got {type(data).__name__}"
+        )
     test_ids: set[str] = set()
     gt = path.parent / "test_ground_truth.json"
     if gt.exists():
@@ -371,7 +403,9 @@ def load_pubmedqa(path: Path, n_train: int, n_rl: int, n_eval: int, seed: int) -
             raise DataError(f"{path}: record {pmid} needs QUESTION and final_decision")
         label = str(rec["final_decision"]).strip().lower()
         if label not in PUBMEDQA_LABELS:
-            raise DataError(f"{path}: record {pmid} final_decision must be yes/no/maybe, got {label!r}")
+            raise DataError(
+                f"{path}: record {pmid} final_decision must be yes/no/maybe, got {label!r}"
+            )
         ex = Example(f"Question: {rec['QUESTION']}\nAnswer (yes, no or maybe):", label)
         (test if pmid in test_ids else pool).append(ex)
     if not test:
@@ -390,4 +424,6 @@ def load_dataset(ds: Any, base_dir: Path | None = None) -> TaskData:
     p = Path(ds.path).expanduser()
     if not p.is_absolute() and base_dir is not None:
         p = base_dir / p
-    return load_file(p, ds.format, ds.prompt_field, ds.answer_field, ds.n_train, ds.n_rl, ds.n_eval, ds.seed)
+    return load_file(
+        p, ds.format, ds.prompt_field, ds.answer_field, ds.n_train, ds.n_rl, ds.n_eval, ds.seed
+    )

@@ -68,7 +68,9 @@ class Tracker:
                 return fn()
             except (MlflowException, OSError, ConnectionError) as e:
                 if _is_client_error(e) or attempt == self.retries:
-                    raise TrackingError(f"MLflow at {self.uri}: {what} failed: {_first_line(e)}") from None
+                    raise TrackingError(
+                        f"MLflow at {self.uri}: {what} failed: {_first_line(e)}"
+                    ) from None
                 log.warning("MLflow %s failed (%s); retrying in %.1fs", what, _first_line(e), delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
@@ -94,17 +96,26 @@ class Tracker:
         kwargs: dict[str, Any] = {}
         if self.uri.startswith("sqlite:///"):
             # Keep artifacts beside the local store, not in the current directory.
-            db = Path(self.uri[len("sqlite:///"):])
+            db = Path(self.uri[len("sqlite:///") :])
             kwargs["artifact_location"] = (db.parent / "artifacts").resolve().as_uri()
-        return self._call("create experiment", lambda: self.client.create_experiment(name, **kwargs))
+        return self._call(
+            "create experiment", lambda: self.client.create_experiment(name, **kwargs)
+        )
 
     # ------------------------------------------------------------------ runs
-    def start_run(self, experiment_id: str, name: str, tags: Mapping[str, str],
-                  parent_run_id: str | None = None) -> str:
+    def start_run(
+        self,
+        experiment_id: str,
+        name: str,
+        tags: Mapping[str, str],
+        parent_run_id: str | None = None,
+    ) -> str:
         t = {k: str(v) for k, v in tags.items()}
         if parent_run_id:
             t["mlflow.parentRunId"] = parent_run_id
-        run = self._call("create run", lambda: self.client.create_run(experiment_id, tags=t, run_name=name))
+        run = self._call(
+            "create run", lambda: self.client.create_run(experiment_id, tags=t, run_name=name)
+        )
         self.open_runs.add(run.info.run_id)
         return run.info.run_id
 
@@ -142,7 +153,9 @@ class Tracker:
         self._call("end run", lambda: self.client.set_terminated(run_id, status=status))
         self.open_runs.discard(run_id)
 
-    def close_open(self, status: str = "KILLED", tags: Mapping[str, str] | None = None) -> list[str]:
+    def close_open(
+        self, status: str = "KILLED", tags: Mapping[str, str] | None = None
+    ) -> list[str]:
         """End every run this tracker opened and did not end (Ctrl-C, crashes)."""
         closed = []
         for run_id in list(self.open_runs):
@@ -161,8 +174,10 @@ class Tracker:
         return self._call(
             "search runs",
             lambda: self.client.search_runs(
-                [exp_id], filter_string=f"tags.`{M.TAG_ROLE}` = 'job'",
-                order_by=["attributes.start_time DESC"], max_results=1000,
+                [exp_id],
+                filter_string=f"tags.`{M.TAG_ROLE}` = 'job'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1000,
             ),
         )
 
@@ -170,7 +185,8 @@ class Tracker:
         return self._call(
             "search runs",
             lambda: self.client.search_runs(
-                [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                [experiment_id],
+                filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
                 max_results=50000,
             ),
         )
@@ -202,8 +218,13 @@ def _first_line(e: BaseException) -> str:
 def _is_client_error(e: BaseException) -> bool:
     """Errors that retrying cannot fix (bad request, not found)."""
     code = getattr(e, "error_code", "")
-    return code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
-                    "BAD_REQUEST", "INVALID_STATE")
+    return code in (
+        "INVALID_PARAMETER_VALUE",
+        "RESOURCE_DOES_NOT_EXIST",
+        "RESOURCE_ALREADY_EXISTS",
+        "BAD_REQUEST",
+        "INVALID_STATE",
+    )
 
 
 def metrics_of(result: Mapping[str, Any], names: Iterable[str]) -> dict[str, float]:

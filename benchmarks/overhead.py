@@ -24,10 +24,19 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = {
-    "sft.lr": 2e-3, "sft.steps": 120, "sft.batch_size": 32, "sft.warmup_ratio": 0.05,
-    "sft.lora_rank": 0, "sft.weight_decay": 0.0,
-    "rl.algorithm": "grpo", "rl.lr": 5e-5, "rl.beta": 0.02, "rl.num_generations": 8,
-    "rl.temperature": 1.0, "rl.batch_size": 32, "rl.steps": 20,
+    "sft.lr": 2e-3,
+    "sft.steps": 120,
+    "sft.batch_size": 32,
+    "sft.warmup_ratio": 0.05,
+    "sft.lora_rank": 0,
+    "sft.weight_decay": 0.0,
+    "rl.algorithm": "grpo",
+    "rl.lr": 5e-5,
+    "rl.beta": 0.02,
+    "rl.num_generations": 8,
+    "rl.temperature": 1.0,
+    "rl.batch_size": 32,
+    "rl.steps": 20,
 }
 DATASET = {"task": "sort", "n_train": 1000, "n_rl": 256, "n_eval": 200}
 MODEL = {"name": "tiny-llama", "max_length": 32, "max_completion_length": 12}
@@ -48,8 +57,13 @@ print(json.dumps({"objective": out.objective, "trial_s": time.time() - t1, "tota
 
 def run_direct() -> dict:
     t = time.time()
-    r = subprocess.run([sys.executable, "-c", DIRECT, json.dumps(CONFIG), json.dumps(DATASET), json.dumps(MODEL)],
-                       capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    r = subprocess.run(
+        [sys.executable, "-c", DIRECT, json.dumps(CONFIG), json.dumps(DATASET), json.dumps(MODEL)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     d = json.loads(r.stdout.strip().splitlines()[-1])
     d["wall_s"] = time.time() - t
     return d
@@ -58,19 +72,29 @@ def run_direct() -> dict:
 def run_ray(tmp: Path) -> dict:
     space = {k: v for k, v in CONFIG.items()}
     spec = {
-        "name": "overhead", "dataset": DATASET, "model": MODEL,
-        "space": {"sft": {k.split(".")[1]: v for k, v in space.items() if k.startswith("sft.")},
-                  "rl": {k.split(".")[1]: v for k, v in space.items() if k.startswith("rl.")}},
+        "name": "overhead",
+        "dataset": DATASET,
+        "model": MODEL,
+        "space": {
+            "sft": {k.split(".")[1]: v for k, v in space.items() if k.startswith("sft.")},
+            "rl": {k.split(".")[1]: v for k, v in space.items() if k.startswith("rl.")},
+        },
         "budget": {"max_trials": 1, "max_concurrent": 1},
-        "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}"}, "storage": str(tmp / "ray"),
+        "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}"},
+        "storage": str(tmp / "ray"),
     }
     # One searched parameter with a single legal value keeps the config identical.
     spec["space"]["sft"]["lr"] = {"values": [CONFIG["sft.lr"], CONFIG["sft.lr"] * 1.0000001]}
     p = tmp / "overhead.yaml"
     p.write_text(yaml.safe_dump(spec))
     t = time.time()
-    r = subprocess.run([sys.executable, "-m", "autopipe", "tune", str(p), "--quiet"], capture_output=True,
-                       text=True, env={**os.environ, "AUTOPIPE_HOME": str(tmp / "home")}, cwd=REPO)
+    r = subprocess.run(
+        [sys.executable, "-m", "autopipe", "tune", str(p), "--quiet"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AUTOPIPE_HOME": str(tmp / "home")},
+        cwd=REPO,
+    )
     wall = time.time() - t
     if r.returncode != 0:
         raise SystemExit(r.stdout[-2000:] + r.stderr[-2000:])
@@ -80,8 +104,12 @@ def run_ray(tmp: Path) -> dict:
     runs = c.search_runs([c.get_experiment_by_name("overhead").experiment_id])
     trial = next(x for x in runs if x.data.tags.get("autopipe.role") == "trial")
     dur = (trial.info.end_time - trial.info.start_time) / 1000.0
-    return {"wall_s": wall, "trial_s": dur, "objective": trial.data.metrics.get("objective"),
-            "elapsed_in_worker_s": trial.data.metrics.get("elapsed_s")}
+    return {
+        "wall_s": wall,
+        "trial_s": dur,
+        "objective": trial.data.metrics.get("objective"),
+        "elapsed_in_worker_s": trial.data.metrics.get("elapsed_s"),
+    }
 
 
 def main() -> None:
@@ -100,7 +128,10 @@ def main() -> None:
     rows = [
         ("direct, fresh process (wall, incl. imports)", med(direct, "wall_s")),
         ("direct, trial only (in-process)", med(direct, "trial_s")),
-        ("Ray Tune + Ray Train: whole `autopipe tune` (Ray start, MLflow, 1 trial)", med(ray, "wall_s")),
+        (
+            "Ray Tune + Ray Train: whole `autopipe tune` (Ray start, MLflow, 1 trial)",
+            med(ray, "wall_s"),
+        ),
         ("Ray Tune + Ray Train: trial (MLflow child run start -> end)", med(ray, "trial_s")),
         ("Ray Tune + Ray Train: trial time inside the worker", med(ray, "elapsed_in_worker_s")),
     ]

@@ -33,33 +33,75 @@ BAD = [
     ("name: t\ndataset: {task: sort}\nbogus: 1\n", "bogus is not a valid key"),
     ("name: t\ndataset: {task: sort, n_train: many}\n", "dataset.n_train"),
     ("name: t\ndataset: {task: sort, n_train: 2}\n", "dataset.n_train must be >= 8, but got 2"),
-    ("name: t\ndataset: {task: sort}\nspace: {sft: {lr: {low: -1, high: 1.0e-3}}}\n",
-     "space.sft.lr.low must be > 0"),
-    ("name: t\ndataset: {task: sort}\nspace: {sft: {lr: {low: 1.0e-3, high: 1.0e-4}}}\n",
-     "high must be >= low"),
+    (
+        "name: t\ndataset: {task: sort}\nspace: {sft: {lr: {low: -1, high: 1.0e-3}}}\n",
+        "space.sft.lr.low must be > 0",
+    ),
+    (
+        "name: t\ndataset: {task: sort}\nspace: {sft: {lr: {low: 1.0e-3, high: 1.0e-4}}}\n",
+        "high must be >= low",
+    ),
     ("name: t\ndataset: {task: sort}\nspace: {sft: {steps: {values: []}}}\n", "space.sft.steps"),
-    ("name: t\ndataset: {task: sort}\nspace: {sft: {lr: {lo: 1, hi: 2}}}\n", "space.sft.lr has unknown keys"),
-    ("name: t\ndataset: {task: sort}\nspace: {sft: {lrate: 0.1}}\n", "space.sft.lrate is not a valid key"),
-    ("name: t\ndataset: {task: sort}\nspace: {rl: {algorithm: ppo}}\n", "space.rl.algorithm must be one of"),
-    ("name: t\ndataset: {task: sort}\nspace: {rl: {num_generations: 1}}\n", "space.rl.num_generations must be >= 2"),
-    ("name: t\ndataset: {task: sort}\nspace: {sft: {steps: 10, epochs: 1}}\n", "one of steps or epochs"),
-    ("name: t\ndataset: {task: sort}\nbudget: {max_trials: -3}\n", "budget.max_trials must be >= 1, but got -3"),
-    ("name: t\ndataset: {task: sort}\nbudget: {max_trials: 0}\n", "budget.max_trials must be >= 1, but got 0"),
-    ("name: t\ndataset: {task: sort}\nbudget: {early_stop_fraction: 1.5}\n", "budget.early_stop_fraction must be <= 1"),
+    (
+        "name: t\ndataset: {task: sort}\nspace: {sft: {lr: {lo: 1, hi: 2}}}\n",
+        "space.sft.lr has unknown keys",
+    ),
+    (
+        "name: t\ndataset: {task: sort}\nspace: {sft: {lrate: 0.1}}\n",
+        "space.sft.lrate is not a valid key",
+    ),
+    (
+        "name: t\ndataset: {task: sort}\nspace: {rl: {algorithm: ppo}}\n",
+        "space.rl.algorithm must be one of",
+    ),
+    (
+        "name: t\ndataset: {task: sort}\nspace: {rl: {num_generations: 1}}\n",
+        "space.rl.num_generations must be >= 2",
+    ),
+    (
+        "name: t\ndataset: {task: sort}\nspace: {sft: {steps: 10, epochs: 1}}\n",
+        "one of steps or epochs",
+    ),
+    (
+        "name: t\ndataset: {task: sort}\nbudget: {max_trials: -3}\n",
+        "budget.max_trials must be >= 1, but got -3",
+    ),
+    (
+        "name: t\ndataset: {task: sort}\nbudget: {max_trials: 0}\n",
+        "budget.max_trials must be >= 1, but got 0",
+    ),
+    (
+        "name: t\ndataset: {task: sort}\nbudget: {early_stop_fraction: 1.5}\n",
+        "budget.early_stop_fraction must be <= 1",
+    ),
     ("name: t\ndataset: {task: sort}\nbudget: {cost_cap_s: -5}\n", "budget.cost_cap_s must be > 0"),
-    ("name: t\ndataset: {task: sort}\nsearch: {algorithm: hyperband9}\n", "search.algorithm must be one of"),
+    (
+        "name: t\ndataset: {task: sort}\nsearch: {algorithm: hyperband9}\n",
+        "search.algorithm must be one of",
+    ),
     ("name: t\ndataset: {task: sort}\nresources: {deepspeed: 4}\n", "resources.deepspeed must be"),
-    ("name: t\ndataset: {task: sort}\nresources: {workers_per_trial: 0}\n", "resources.workers_per_trial must be >= 1"),
-    ("name: t\ndataset: {task: sort}\nresources: {cpus_per_worker: '2'}\n", "resources.cpus_per_worker"),
+    (
+        "name: t\ndataset: {task: sort}\nresources: {workers_per_trial: 0}\n",
+        "resources.workers_per_trial must be >= 1",
+    ),
+    (
+        "name: t\ndataset: {task: sort}\nresources: {cpus_per_worker: '2'}\n",
+        "resources.cpus_per_worker",
+    ),
     ("name: t\ndataset: {task: sort}\nmodel: {name: gpt-17}\n", "model.name must be one of"),
     ("name: 'has space'\ndataset: {task: sort}\n", "name must match"),
-    ("name: t\ndataset: {task: sort}\nspace: {sft: {batch_size: 2.5}}\n", "space.sft.batch_size must be an integer"),
+    (
+        "name: t\ndataset: {task: sort}\nspace: {sft: {batch_size: 2.5}}\n",
+        "space.sft.batch_size must be an integer",
+    ),
     ("- a\n- b\n", "must be a YAML mapping"),
     ("name: t\n  dataset: [\n", "not valid YAML"),
     ("a: &x [1]\nb: *x\n", "must not use YAML aliases"),
     ("name: t\nname: u\ndataset: {task: sort}\n", "has the key 'name' twice"),
-    ("name: t\ndataset: {task: sort}\nspace: {sft: {lr: 0.1, steps: 20, batch_size: 8, warmup_ratio: 0, lora_rank: 0, weight_decay: 0}, rl: null}\n",
-     "space must search at least one parameter"),
+    (
+        "name: t\ndataset: {task: sort}\nspace: {sft: {lr: 0.1, steps: 20, batch_size: 8, warmup_ratio: 0, lora_rank: 0, weight_decay: 0}, rl: null}\n",
+        "space must search at least one parameter",
+    ),
 ]
 
 
@@ -80,8 +122,9 @@ def test_repo_jobs_validate() -> None:
 
 
 @pytest.mark.parametrize(("text", "expected"), BAD, ids=[f"bad{i:02d}" for i in range(len(BAD))])
-def test_bad_specs_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                   text: str, expected: str) -> None:
+def test_bad_specs_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
     p = tmp_path / "bad.yaml"
     p.write_text(textwrap.dedent(text))
     code = main(["validate", str(p)])
@@ -108,14 +151,23 @@ def test_missing_file_and_non_utf8(tmp_path: Path) -> None:
 
 
 def test_grpo_only_knobs_are_conditional() -> None:
-    spec = parse_spec({
-        "name": "c", "dataset": {"task": "sort"},
-        "space": {"rl": {"algorithm": {"choices": ["grpo", "dpo"]},
-                         "num_generations": {"choices": [4, 8]}}},
-    })
+    spec = parse_spec(
+        {
+            "name": "c",
+            "dataset": {"task": "sort"},
+            "space": {
+                "rl": {
+                    "algorithm": {"choices": ["grpo", "dpo"]},
+                    "num_generations": {"choices": [4, 8]},
+                }
+            },
+        }
+    )
     space = spec.to_space()
     assert space["rl.num_generations"].condition is not None
-    dpo = space.complete({"sft.lr": 1e-3, "rl.algorithm": "dpo", "rl.lr": 1e-5, "rl.num_generations": 4})
+    dpo = space.complete(
+        {"sft.lr": 1e-3, "rl.algorithm": "dpo", "rl.lr": 1e-5, "rl.num_generations": 4}
+    )
     assert "rl.num_generations" not in dpo
 
 
@@ -126,7 +178,9 @@ def test_cli_subprocess_no_traceback_no_ray(tmp_path: Path) -> None:
         "import sys\nfrom autopipe.cli import main\nrc = main(['tune', sys.argv[1]])\n"
         "assert 'ray' not in sys.modules, 'Ray was imported'\nsys.exit(rc)\n"
     )
-    r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     assert r.stderr.strip() == "autopipe: error: budget.max_trials must be >= 1, but got -1"

@@ -48,8 +48,11 @@ def test_parser_and_rewards() -> None:
     assert fmt(["7", "x7"]) == [0.1, 0.0]
     assert len(make_reward_funcs("number", None, 0.0)) == 1  # format reward can be dropped
     rng = random.Random(0)
-    for ex, kind, ch in [(Example("p", "yes"), "choice", ("yes", "no")), (Example("p", "12"), "number", None),
-                         (Example("p", "abc"), "text", None)]:
+    for ex, kind, ch in [
+        (Example("p", "yes"), "choice", ("yes", "no")),
+        (Example("p", "12"), "number", None),
+        (Example("p", "abc"), "text", None),
+    ]:
         assert wrong_answer(ex, kind, ch, rng) != ex.answer
 
 

@@ -10,15 +10,20 @@ from autopipe.scheduling.ledger import Ledger
 
 
 class BudgetGate:
-    def __init__(self, ledger: Ledger, cost_cap_s: float | None, early_stop_fraction: float) -> None:
+    def __init__(
+        self, ledger: Ledger, cost_cap_s: float | None, early_stop_fraction: float
+    ) -> None:
         self.ledger = ledger
         self.cost_cap_s = cost_cap_s
         self.early_stop_fraction = early_stop_fraction
 
     def full_run_cost_s(self) -> float:
         """Median cost of a full run, extrapolated from every trial's cost per fraction."""
-        per_full = [r.cost_s / r.fraction for r in self.ledger.trials.values()
-                    if r.fraction > 0 and r.cost_s > 0]
+        per_full = [
+            r.cost_s / r.fraction
+            for r in self.ledger.trials.values()
+            if r.fraction > 0 and r.cost_s > 0
+        ]
         return statistics.median(per_full) if per_full else 0.0
 
     def reserve_s(self) -> float:

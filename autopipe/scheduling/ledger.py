@@ -14,18 +14,34 @@ from autopipe import metrics as M
 # (reports so far, configuration) -> (proxy score, variance); maximised like the objective.
 ProxyFn = Callable[[list[dict[str, Any]], dict[str, Any]], tuple[float, float | None]]
 
-_KEEP = (*M.CURVE_SIGNALS, M.FRACTION, M.GLOBAL_STEP, M.STAGE, M.OBJECTIVE, M.COST_S,
-         M.EARLY_STOPPED, M.FAILED, M.FAILURE_REASON, M.CHECKPOINT_PATH)
+_KEEP = (
+    *M.CURVE_SIGNALS,
+    M.FRACTION,
+    M.GLOBAL_STEP,
+    M.STAGE,
+    M.OBJECTIVE,
+    M.COST_S,
+    M.EARLY_STOPPED,
+    M.FAILED,
+    M.FAILURE_REASON,
+    M.CHECKPOINT_PATH,
+)
 
 
-def fallback_proxy(reports: list[dict[str, Any]], config: dict[str, Any]) -> tuple[float, float | None]:
+def fallback_proxy(
+    reports: list[dict[str, Any]], config: dict[str, Any]
+) -> tuple[float, float | None]:
     """Without a learned predictor: the negative of the latest eval (else train) loss.
 
     Monotone in what an early prefix shows, but not on the objective's scale: use it only when
     every trial of a job is scored the same way.
     """
     for key in (M.EVAL_LOSS, M.TRAIN_LOSS):
-        vals = [r[key] for r in reports if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+        vals = [
+            r[key]
+            for r in reports
+            if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])
+        ]
         if vals:
             return -float(vals[-1]), None
     return float("nan"), None
@@ -88,7 +104,9 @@ class Ledger:
         rec.proxy_var = var
         return rec
 
-    def score(self, trial_id: str, result: dict[str, Any] | None, metric: str) -> tuple[float | None, float | None]:
+    def score(
+        self, trial_id: str, result: dict[str, Any] | None, metric: str
+    ) -> tuple[float | None, float | None]:
         """What the searcher observes for a finished trial: ``(value, noise variance)``.
 
         Early-stopped: the proxy and its variance; completed: the final objective (variance
@@ -102,7 +120,9 @@ class Ledger:
         if result is None or result.get(M.FAILED):
             return None, None
         v = result.get(metric)
-        return (float(v), None) if isinstance(v, (int, float)) and math.isfinite(v) else (None, None)
+        return (
+            (float(v), None) if isinstance(v, (int, float)) and math.isfinite(v) else (None, None)
+        )
 
     def spent_s(self) -> float:
         return sum(r.cost_s for r in self.trials.values())

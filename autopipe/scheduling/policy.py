@@ -45,7 +45,9 @@ class StopRules:
 
     def __post_init__(self) -> None:
         if not 0 < self.early_stop_fraction <= 1:
-            raise ValueError(f"early_stop_fraction must be in (0, 1], but got {self.early_stop_fraction}")
+            raise ValueError(
+                f"early_stop_fraction must be in (0, 1], but got {self.early_stop_fraction}"
+            )
         if self.patience < 1:
             raise ValueError(f"patience must be >= 1, but got {self.patience}")
 
@@ -82,7 +84,9 @@ def decide(reports: Sequence[dict[str, Any]], rules: StopRules) -> Verdict:
     for key in (M.TRAIN_LOSS, M.EVAL_LOSS):
         v = last.get(key)
         if v is not None and not _finite(v):
-            return Verdict(Decision.STOP_FAILED, f"non-finite {key} ({v}) at step {last.get(M.GLOBAL_STEP)}")
+            return Verdict(
+                Decision.STOP_FAILED, f"non-finite {key} ({v}) at step {last.get(M.GLOBAL_STEP)}"
+            )
     kl = _rl_series(reports, M.KL)
     grow = _run_length(kl, lambda a, b: a > rules.kl_floor and b > a * (1 + rules.kl_growth))
     if grow >= rules.patience:
@@ -91,7 +95,9 @@ def decide(reports: Sequence[dict[str, Any]], rules: StopRules) -> Verdict:
             f"KL grew by more than {rules.kl_growth:.0%} for {grow} consecutive reports (now {kl[-1]:.4g})",
         )
     reward = _rl_series(reports, M.REWARD_MEAN)
-    drop = _run_length(reward, lambda a, b: a > rules.reward_floor and b < a * (1 - rules.reward_drop))
+    drop = _run_length(
+        reward, lambda a, b: a > rules.reward_floor and b < a * (1 - rules.reward_drop)
+    )
     if drop >= rules.patience:
         return Verdict(
             Decision.STOP_FAILED,
@@ -101,7 +107,13 @@ def decide(reports: Sequence[dict[str, Any]], rules: StopRules) -> Verdict:
     if len(reward) >= rules.patience and all(r == 0.0 for r in reward[-rules.patience :]):
         return Verdict(Decision.STOP_FAILED, f"reward stuck at zero for {rules.patience} reports")
     frac = last.get(M.FRACTION)
-    reached = rules.early_stop_fraction < 1.0 and _finite(frac) and frac >= rules.early_stop_fraction - 1e-9
+    reached = (
+        rules.early_stop_fraction < 1.0
+        and _finite(frac)
+        and frac >= rules.early_stop_fraction - 1e-9
+    )
     if reached and (last.get(M.EARLY_STOPPED) or not rules.trial_stops_itself):
-        return Verdict(Decision.STOP_EARLY, f"reached the early-stop fraction {rules.early_stop_fraction:g}")
+        return Verdict(
+            Decision.STOP_EARLY, f"reached the early-stop fraction {rules.early_stop_fraction:g}"
+        )
     return Verdict(Decision.CONTINUE)

@@ -32,6 +32,8 @@ class AutoPipeScheduler(FIFOScheduler):
         return TrialScheduler.CONTINUE
 
     def debug_string(self) -> str:
-        n = {s: sum(1 for r in self.ledger.trials.values() if r.status == s)
-             for s in ("early-stopped", "failed")}
+        n = {
+            s: sum(1 for r in self.ledger.trials.values() if r.status == s)
+            for s in ("early-stopped", "failed")
+        }
         return f"AutoPipeScheduler: {n['early-stopped']} early-stopped, {n['failed']} failed"

@@ -475,7 +475,9 @@ class AutoPipeCore(ModelBasedCore):
             return super()._warm_design()
         n = len(self.cands)
         top = max(WARM_TOP_FACTOR * self.warm_start, math.ceil(WARM_TOP_FRACTION * n))
-        rows = greedy_maxmin(self.cands.X, self.cands.s, self.warm_start, ~self._taken_mask(), top)
+        rows = greedy_maxmin(
+            self.cands.X, self.cands.s, self.warm_start, ~self._taken_mask(), top, self.rng
+        )
         return [dict(self.cands.configs[i]) for i in rows]
 
     def _extra_state(self) -> dict[str, Any]:

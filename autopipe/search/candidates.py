@@ -177,19 +177,29 @@ class CandidateSet:
 
 
 # ------------------------------------------------------------------------------------ warm starts
-def greedy_maxmin(X: np.ndarray, s: np.ndarray, k: int, allowed: np.ndarray, top: int) -> list[int]:
-    """``k`` rows among the ``top`` best-scored allowed rows: first the best, then repeatedly the
-    row farthest (Euclidean, in feature space) from those chosen; ties go to the better score."""
+def greedy_maxmin(
+    X: np.ndarray,
+    s: np.ndarray,
+    k: int,
+    allowed: np.ndarray,
+    top: int,
+    rng: np.random.Generator,
+) -> list[int]:
+    """``k`` rows among the ``top`` best-scored allowed rows: the first drawn uniformly among the
+    ``k`` best (so seeds give different replicates), then repeatedly the row farthest (Euclidean,
+    in feature space) from those chosen, ties broken at random."""
     rows = np.flatnonzero(allowed)
     if len(rows) == 0 or k <= 0:
         return []
     rows = rows[np.argsort(-s[rows], kind="stable")[:top]]
-    chosen = [int(rows[0])]
-    d = np.linalg.norm(X[rows] - X[rows[0]], axis=1)
+    first = int(rng.integers(min(k, len(rows))))
+    chosen = [int(rows[first])]
+    d = np.linalg.norm(X[rows] - X[rows[first]], axis=1)
     while len(chosen) < min(k, len(rows)):
-        j = int(np.argmax(d))
-        if d[j] <= 0:
+        far = np.flatnonzero(d >= d.max() - 1e-12)
+        if d.max() <= 0:
             break  # only duplicates of chosen rows remain
+        j = int(far[rng.integers(len(far))])
         chosen.append(int(rows[j]))
         d = np.minimum(d, np.linalg.norm(X[rows] - X[rows[j]], axis=1))
     return chosen

@@ -25,7 +25,6 @@ from autopipe import metrics as M
 from autopipe.errors import TrialError
 from autopipe.tasks import (
     TaskData,
-    completion_text,
     is_correct,
     make_reward_funcs,
     wrong_answer,
@@ -142,7 +141,9 @@ class _Progress:
         if self.fault == "nan" and M.TRAIN_LOSS in out:
             out[M.TRAIN_LOSS] = float("nan")
         if M.TRAIN_LOSS in out and not math.isfinite(out[M.TRAIN_LOSS]):
-            raise TrialError(f"non-finite train loss ({out[M.TRAIN_LOSS]}) at step {out[M.GLOBAL_STEP]}")
+            raise TrialError(
+                f"non-finite train loss ({out[M.TRAIN_LOSS]}) at step {out[M.GLOBAL_STEP]}"
+            )
         self.last.update({k: v for k, v in out.items() if isinstance(v, float)})
         self.report(out, None)
 
@@ -167,7 +168,9 @@ def _train(trainer: Any) -> Any:  # RL trainers
     return trainer.accelerator.unwrap_model(trainer.model)
 
 
-def _common_args(settings: TrialSettings, out_dir: str, steps: int, lr: float, batch: int, seed: int) -> dict[str, Any]:
+def _common_args(
+    settings: TrialSettings, out_dir: str, steps: int, lr: float, batch: int, seed: int
+) -> dict[str, Any]:
     import torch
 
     every = max(1, steps // max(1, settings.reports_per_stage))
@@ -252,7 +255,11 @@ def evaluate(
         for i in range(0, len(examples), batch):
             chunk = examples[i : i + batch]
             enc = tokenizer([e.prompt for e in chunk], return_tensors="pt", padding=True)
-            enc = {key: v.to(device) for key, v in enc.items() if key in ("input_ids", "attention_mask")}
+            enc = {
+                key: v.to(device)
+                for key, v in enc.items()
+                if key in ("input_ids", "attention_mask")
+            }
             plen = enc["input_ids"].shape[1]
             common = dict(
                 max_new_tokens=settings.max_completion_length,
@@ -265,8 +272,13 @@ def evaluate(
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
                 sampled = model.generate(
-                    **enc, do_sample=True, temperature=max(settings.eval_temperature, 1e-3),
-                    top_k=0, top_p=1.0, num_return_sequences=k, **common,
+                    **enc,
+                    do_sample=True,
+                    temperature=max(settings.eval_temperature, 1e-3),
+                    top_k=0,
+                    top_p=1.0,
+                    num_return_sequences=k,
+                    **common,
                 )
             g_text = tokenizer.batch_decode(greedy[:, plen:], skip_special_tokens=True)
             s_text = tokenizer.batch_decode(sampled[:, plen:], skip_special_tokens=True)
@@ -305,8 +317,15 @@ def _eval_loss_dataset(data: TaskData, n: int) -> Any:
 
 
 def run_sft(
-    model: Any, tokenizer: Any, data: TaskData, cfg: dict[str, Any], settings: TrialSettings,
-    progress: _Progress, steps: int, work_dir: str, stop_step: int | None = None,
+    model: Any,
+    tokenizer: Any,
+    data: TaskData,
+    cfg: dict[str, Any],
+    settings: TrialSettings,
+    progress: _Progress,
+    steps: int,
+    work_dir: str,
+    stop_step: int | None = None,
     resume_from: str | None = None,
 ) -> tuple[Any, str | None]:
     """SFT with TRL over ``steps`` steps (the learning-rate schedule always spans all of them).
@@ -324,11 +343,17 @@ def run_sft(
     if lora_rank > 0:
         from peft import LoraConfig
 
-        peft_config = LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0,
-                                 target_modules="all-linear", task_type="CAUSAL_LM")
+        peft_config = LoraConfig(
+            r=lora_rank,
+            lora_alpha=2 * lora_rank,
+            lora_dropout=0.0,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
     out_dir = os.path.join(work_dir, "sft")
-    args = _common_args(settings, out_dir, steps, float(cfg["sft.lr"]),
-                        int(cfg["sft.batch_size"]), settings.seed)
+    args = _common_args(
+        settings, out_dir, steps, float(cfg["sft.lr"]), int(cfg["sft.batch_size"]), settings.seed
+    )
     every = args["logging_steps"]
     args.update(
         # a float < 1 is a ratio of the total steps in transformers 5
@@ -370,7 +395,9 @@ def run_sft(
     if trainer.state.global_step < steps:
         checkpoint = os.path.join(out_dir, f"checkpoint-{trainer.state.global_step}")
         if not os.path.isdir(checkpoint):
-            raise TrialError(f"SFT stopped at step {trainer.state.global_step} without a checkpoint")
+            raise TrialError(
+                f"SFT stopped at step {trainer.state.global_step} without a checkpoint"
+            )
     model = trainer.accelerator.unwrap_model(trainer.model)
     if lora_rank > 0:
         model = model.merge_and_unload()
@@ -379,8 +406,14 @@ def run_sft(
 
 
 def run_grpo(
-    model_dir: str, tokenizer: Any, data: TaskData, cfg: dict[str, Any], settings: TrialSettings,
-    progress: _Progress, steps: int, work_dir: str,
+    model_dir: str,
+    tokenizer: Any,
+    data: TaskData,
+    cfg: dict[str, Any],
+    settings: TrialSettings,
+    progress: _Progress,
+    steps: int,
+    work_dir: str,
 ) -> Any:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
@@ -388,7 +421,9 @@ def run_grpo(
     g = int(cfg.get("rl.num_generations", 8))
     batch = int(cfg.get("rl.batch_size", 32))
     batch = max(g, (batch // g) * g)  # completions per step: a multiple of the group size
-    args = _common_args(settings, os.path.join(work_dir, "rl"), steps, float(cfg["rl.lr"]), batch, settings.seed)
+    args = _common_args(
+        settings, os.path.join(work_dir, "rl"), steps, float(cfg["rl.lr"]), batch, settings.seed
+    )
     args.update(
         num_generations=g,
         beta=float(cfg.get("rl.beta", 0.0)),
@@ -419,21 +454,40 @@ def run_grpo(
 
 
 def run_dpo(
-    model_dir: str, tokenizer: Any, data: TaskData, cfg: dict[str, Any], settings: TrialSettings,
-    progress: _Progress, steps: int, work_dir: str,
+    model_dir: str,
+    tokenizer: Any,
+    data: TaskData,
+    cfg: dict[str, Any],
+    settings: TrialSettings,
+    progress: _Progress,
+    steps: int,
+    work_dir: str,
 ) -> Any:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     rng = random.Random(settings.seed)
     rows = [
-        {"prompt": e.prompt, "chosen": e.answer, "rejected": wrong_answer(e, data.answer_kind, data.choices, rng)}
+        {
+            "prompt": e.prompt,
+            "chosen": e.answer,
+            "rejected": wrong_answer(e, data.answer_kind, data.choices, rng),
+        }
         for e in data.rl
     ]
-    args = _common_args(settings, os.path.join(work_dir, "rl"), steps, float(cfg["rl.lr"]),
-                        int(cfg.get("rl.batch_size", 32)), settings.seed)
-    args.update(beta=max(float(cfg.get("rl.beta", 0.1)), 1e-3), max_length=settings.max_length,
-                lr_scheduler_type="constant")
+    args = _common_args(
+        settings,
+        os.path.join(work_dir, "rl"),
+        steps,
+        float(cfg["rl.lr"]),
+        int(cfg.get("rl.batch_size", 32)),
+        settings.seed,
+    )
+    args.update(
+        beta=max(float(cfg.get("rl.beta", 0.1)), 1e-3),
+        max_length=settings.max_length,
+        lr_scheduler_type="constant",
+    )
     trainer = DPOTrainer(
         model=model_dir,
         args=DPOConfig(**args),
@@ -518,15 +572,21 @@ def run_trial(
     sft_steps, rl_steps = plan_steps(cfg, len(data.train), world)
     progress = _Progress(report, sft_steps + rl_steps, t0, world)
     algo = cfg.get("rl.algorithm")
-    stop_step = None if resume_from else early_stop_step(sft_steps, rl_steps, settings.early_stop_fraction)
+    stop_step = (
+        None if resume_from else early_stop_step(sft_steps, rl_steps, settings.early_stop_fraction)
+    )
     progress.fault = injected_fault(cfg)
     if progress.fault == "raise":
         raise RuntimeError(f"injected fault ({FAULT_ENV}) for this configuration")
     try:
         with _threads(settings.threads):
             model, tokenizer = build_model(
-                settings.model_name, settings.model_path, data.alphabet(),
-                settings.max_length + settings.max_completion_length, settings.seed, settings.dtype,
+                settings.model_name,
+                settings.model_path,
+                data.alphabet(),
+                settings.max_length + settings.max_completion_length,
+                settings.seed,
+                settings.dtype,
             )
             # ---------------------------------------------------------------- SFT
             if resume_from and not _is_trainer_checkpoint(resume_from):
@@ -534,14 +594,24 @@ def run_trial(
                 from transformers import AutoModelForCausalLM
 
                 del model
-                model = AutoModelForCausalLM.from_pretrained(resume_from, dtype=getattr(torch, settings.dtype))
+                model = AutoModelForCausalLM.from_pretrained(
+                    resume_from, dtype=getattr(torch, settings.dtype)
+                )
                 sft_checkpoint = None
             else:
                 if torch.cuda.is_available():
                     model = model.to(f"cuda:{torch.cuda.current_device()}")
                 model, sft_checkpoint = run_sft(
-                    model, tokenizer, data, cfg, settings, progress, sft_steps, work,
-                    stop_step=stop_step, resume_from=resume_from,
+                    model,
+                    tokenizer,
+                    data,
+                    cfg,
+                    settings,
+                    progress,
+                    sft_steps,
+                    work,
+                    stop_step=stop_step,
+                    resume_from=resume_from,
                 )
             if sft_checkpoint is not None:  # stopped inside SFT: no evaluation, a resumable state
                 out = progress.base(stop_step or 0)

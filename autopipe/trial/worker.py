@@ -64,8 +64,9 @@ def train_fn(config: dict[str, Any]) -> None:
         if resume:
             # The checkpoint may live on shared storage or in the cloud: fetch it locally.
             with Checkpoint(resume).as_directory() as local:
-                outcome = run_trial(config[KEY_PARAMS], data, settings, report, work_dir=work,
-                                    resume_from=local)
+                outcome = run_trial(
+                    config[KEY_PARAMS], data, settings, report, work_dir=work, resume_from=local
+                )
         else:
             outcome = run_trial(config[KEY_PARAMS], data, settings, report, work_dir=work)
     if outcome.status == M.STATUS_FAILED and not math.isfinite(outcome.objective):

@@ -34,9 +34,15 @@ def trial_status(result: dict[str, Any] | None, errored: bool = False) -> str:
 
 
 class MLflowTrialCallback(Callback):
-    def __init__(self, tracker: Tracker, experiment_id: str, parent_run_id: str,
-                 trial_tags: dict[str, str], constants: dict[str, Any] | None = None,
-                 ledger: Ledger | None = None) -> None:
+    def __init__(
+        self,
+        tracker: Tracker,
+        experiment_id: str,
+        parent_run_id: str,
+        trial_tags: dict[str, str],
+        constants: dict[str, Any] | None = None,
+        ledger: Ledger | None = None,
+    ) -> None:
         self.tracker = tracker
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
@@ -53,12 +59,20 @@ class MLflowTrialCallback(Callback):
         rid = self.runs.get(trial.trial_id)
         if rid is None:
             cfg = {k: v for k, v in trial.config.items() if k not in RESERVED}
-            tags = {**self.trial_tags, M.TAG_ROLE: "trial", M.TAG_TRIAL_ID: trial.trial_id,
-                    M.TAG_STATUS: M.STATUS_RUNNING}
+            tags = {
+                **self.trial_tags,
+                M.TAG_ROLE: "trial",
+                M.TAG_TRIAL_ID: trial.trial_id,
+                M.TAG_STATUS: M.STATUS_RUNNING,
+            }
             if RESUME_KEY in trial.config:
                 tags[M.TAG_PROMOTED_FROM] = str(trial.config.get(PROMOTED_FROM_KEY, ""))
-            rid = self.tracker.start_run(self.experiment_id, f"trial-{trial.trial_id}", tags,
-                                         parent_run_id=self.parent_run_id)
+            rid = self.tracker.start_run(
+                self.experiment_id,
+                f"trial-{trial.trial_id}",
+                tags,
+                parent_run_id=self.parent_run_id,
+            )
             self.configs[trial.trial_id] = cfg
             self.tracker.log_params(rid, {**self.constants, **cfg})
             self.runs[trial.trial_id] = rid
@@ -67,7 +81,9 @@ class MLflowTrialCallback(Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._run(trial)
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
         rid = self._run(trial)
         step = int(result.get(M.GLOBAL_STEP, result.get("training_iteration", 0)))
         self.tracker.log_metrics(rid, {k: result[k] for k in LOGGED if k in result}, step)
@@ -82,17 +98,26 @@ class MLflowTrialCallback(Callback):
             status = rec.status  # decided by the scheduler (early stop, divergence)
             reason = reason or rec.reason
         if rec is not None and rec.proxy is not None:
-            self.tracker.log_metrics(rid, {M.PROXY: rec.proxy, **({M.PROXY_VAR: rec.proxy_var}
-                                                              if rec.proxy_var is not None else {})},
-                                     int((result or {}).get(M.GLOBAL_STEP, 0)))
-        tags = {M.TAG_STATUS: status,
-                M.TAG_FIDELITY: f"{float((result or {}).get(M.FRACTION, 0.0)):.4f}"}
+            self.tracker.log_metrics(
+                rid,
+                {
+                    M.PROXY: rec.proxy,
+                    **({M.PROXY_VAR: rec.proxy_var} if rec.proxy_var is not None else {}),
+                },
+                int((result or {}).get(M.GLOBAL_STEP, 0)),
+            )
+        tags = {
+            M.TAG_STATUS: status,
+            M.TAG_FIDELITY: f"{float((result or {}).get(M.FRACTION, 0.0)):.4f}",
+        }
         reason = reason or (result or {}).get(M.FAILURE_REASON)
         if status == M.STATUS_FAILED and reason:
             tags[M.TAG_FAILURE] = str(reason)[:1000]
         cost = (result or {}).get(M.COST_S)
         if isinstance(cost, (int, float)) and math.isfinite(cost):
-            self.tracker.log_metrics(rid, {M.COST_S: cost}, int((result or {}).get(M.GLOBAL_STEP, 0)))
+            self.tracker.log_metrics(
+                rid, {M.COST_S: cost}, int((result or {}).get(M.GLOBAL_STEP, 0))
+            )
         self.tracker.set_tags(rid, tags)
         self.tracker.end_run(rid, "FAILED" if status == M.STATUS_FAILED else "FINISHED")
         self.status[trial.trial_id] = status

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from autopipe import metrics as M
-from autopipe.history.model import COST, FRACTION, Y, History
+from autopipe.history.model import COST, FRACTION, History, Y
 from autopipe.tune.callbacks import RESERVED, RESUME_KEY
 
 RL_SIGNALS = (M.REWARD_MEAN, M.REWARD_STD, M.KL, M.COMPLETION_LENGTH)
@@ -32,8 +32,9 @@ def _present(v: Any) -> bool:
     return v is not None and not (isinstance(v, float) and math.isnan(v))
 
 
-def make_replay_trainable(history: History, task: str, early_stop_fraction: float = 1.0,
-                          seed: int = 0) -> Any:
+def make_replay_trainable(
+    history: History, task: str, early_stop_fraction: float = 1.0, seed: int = 0
+) -> Any:
     """A function trainable for ``task`` of ``history``; configs must be ones the task ran.
 
     Reports carry the curve's own signal columns, ``fraction``, ``global_step`` (row index),
@@ -45,7 +46,11 @@ def make_replay_trainable(history: History, task: str, early_stop_fraction: floa
     index = _runs_by_config(history, task)
     runs = history.runs
     curves = history.curves
-    by_run = {} if curves is None else {rid: g.sort_values(FRACTION) for rid, g in curves.groupby("run_id")}
+    by_run = (
+        {}
+        if curves is None
+        else {rid: g.sort_values(FRACTION) for rid, g in curves.groupby("run_id")}
+    )
     space = history.space
 
     def replay(config: dict[str, Any]) -> None:
@@ -56,7 +61,9 @@ def make_replay_trainable(history: History, task: str, early_stop_fraction: floa
         if not rows:
             raise ValueError(f"config {cfg} was never run on task {task!r}")
         # The same trial id and config always draw the same seed's run.
-        key = zlib.crc32(repr((seed, tune.get_context().get_trial_id(), space.config_key(cfg))).encode())
+        key = zlib.crc32(
+            repr((seed, tune.get_context().get_trial_id(), space.config_key(cfg))).encode()
+        )
         run = runs.loc[rows[int(np.random.default_rng(key).integers(len(rows)))]]
         y, cost = float(run[Y]), float(run[COST])
         curve = by_run.get(run["run_id"])
@@ -70,20 +77,44 @@ def make_replay_trainable(history: History, task: str, early_stop_fraction: floa
                 continue  # the prefix was already run by the trial this one resumes
             if early and f > early_stop_fraction + 1e-12:
                 break  # an early-stopped evaluation sees the prefix only
-            rep = {k: float(v) for k, v in point.items() if k not in ("run_id", FRACTION) and _present(v)}
-            rep.update({M.FRACTION: f, M.GLOBAL_STEP: step, M.COST_S: f * cost,
-                        M.STAGE: "rl" if any(s in rep for s in RL_SIGNALS) else "sft",
-                        M.OBJECTIVE: float("nan")})
+            rep = {
+                k: float(v)
+                for k, v in point.items()
+                if k not in ("run_id", FRACTION) and _present(v)
+            }
+            rep.update(
+                {
+                    M.FRACTION: f,
+                    M.GLOBAL_STEP: step,
+                    M.COST_S: f * cost,
+                    M.STAGE: "rl" if any(s in rep for s in RL_SIGNALS) else "sft",
+                    M.OBJECTIVE: float("nan"),
+                }
+            )
             tune.report(rep)
         if early:  # stop at the early point, costing f x cost
-            tune.report({M.FRACTION: early_stop_fraction, M.GLOBAL_STEP: step,
-                         M.COST_S: early_stop_fraction * cost, M.STAGE: "sft",
-                         M.EARLY_STOPPED: 1.0, M.OBJECTIVE: float("nan")})
+            tune.report(
+                {
+                    M.FRACTION: early_stop_fraction,
+                    M.GLOBAL_STEP: step,
+                    M.COST_S: early_stop_fraction * cost,
+                    M.STAGE: "sft",
+                    M.EARLY_STOPPED: 1.0,
+                    M.OBJECTIVE: float("nan"),
+                }
+            )
             return
-        final = {M.FRACTION: 1.0, M.GLOBAL_STEP: step + 1, M.COST_S: cost, M.STAGE: "done",
-                 M.OBJECTIVE: y if math.isfinite(y) else float("nan")}
+        final = {
+            M.FRACTION: 1.0,
+            M.GLOBAL_STEP: step + 1,
+            M.COST_S: cost,
+            M.STAGE: "done",
+            M.OBJECTIVE: y if math.isfinite(y) else float("nan"),
+        }
         if not math.isfinite(y):
-            final.update({M.FAILED: 1.0, M.FAILURE_REASON: f"recorded run failed ({run['status']})"})
+            final.update(
+                {M.FAILED: 1.0, M.FAILURE_REASON: f"recorded run failed ({run['status']})"}
+            )
         tune.report(final)
 
     return replay

@@ -120,10 +120,16 @@ def init_ray(spec: JobSpec, address: str | None) -> bool:
         # driver's identical settings merge with it instead of failing on the overlap.
         os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
         try:
-            ray.init(address=address, runtime_env=runtime_env, log_to_driver=True,
-                     logging_level=logging.WARNING)
+            ray.init(
+                address=address,
+                runtime_env=runtime_env,
+                log_to_driver=True,
+                logging_level=logging.WARNING,
+            )
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise ClusterError(f"--address {address!r}: cannot connect to a Ray cluster ({e})") from None
+            raise ClusterError(
+                f"--address {address!r}: cannot connect to a Ray cluster ({e})"
+            ) from None
         return True
     # Embedded: everything on loopback (see local_ray_env), no token auth for a single-user
     # local instance.
@@ -148,7 +154,8 @@ def check_resources(spec: JobSpec) -> None:
     need_gpu = spec.resources.gpus_per_worker
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     fits = [
-        n for n in nodes
+        n
+        for n in nodes
         if n["Resources"].get("CPU", 0) >= need_cpu and n["Resources"].get("GPU", 0) >= need_gpu
     ]
     total_cpu = sum(n["Resources"].get("CPU", 0) for n in nodes)
@@ -168,8 +175,9 @@ def check_resources(spec: JobSpec) -> None:
         )
 
 
-def make_trainable(spec: JobSpec, constants: dict[str, Any], storage: str,
-                   full_fidelity: bool = False) -> Any:
+def make_trainable(
+    spec: JobSpec, constants: dict[str, Any], storage: str, full_fidelity: bool = False
+) -> Any:
     """A Tune function trainable that runs one trial as a Ray Train ``TorchTrainer``.
 
     ``full_fidelity`` runs trials to the end whatever the early-stop fraction (promotion); a
@@ -198,7 +206,10 @@ def make_trainable(spec: JobSpec, constants: dict[str, Any], storage: str,
 
         trial_id = tune.get_context().get_trial_id()
         worker_cfg = dict(base)
-        worker_cfg[W.KEY_PARAMS] = {**constants, **{k: v for k, v in config.items() if k not in RESERVED}}
+        worker_cfg[W.KEY_PARAMS] = {
+            **constants,
+            **{k: v for k, v in config.items() if k not in RESERVED},
+        }
         if config.get(RESUME_KEY):
             worker_cfg[W.KEY_RESUME] = config[RESUME_KEY]
         use_gpu = res.gpus_per_worker > 0
@@ -265,7 +276,6 @@ def run_job(spec: JobSpec, address: str | None = None, verbose: int = 1) -> JobR
     from autopipe.scheduling.ledger import Ledger
     from autopipe.scheduling.policy import StopRules
     from autopipe.scheduling.ray_scheduler import AutoPipeScheduler
-    from autopipe.search import get_core_factory
     from autopipe.tune.callbacks import MLflowTrialCallback
     from autopipe.tune.searcher import JobSearcher
 
@@ -278,32 +288,48 @@ def run_job(spec: JobSpec, address: str | None = None, verbose: int = 1) -> JobR
     ds_tags, meta = dataset_tags(spec)
     common_tags = {M.TAG_JOB: spec.name, **ds_tags}
     parent = tracker.start_run(
-        exp_id, f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        exp_id,
+        f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
         {**common_tags, M.TAG_ROLE: "job", M.TAG_SEARCH: spec.search.algorithm},
     )
     tracker.log_text(parent, json.dumps(space.to_json(), indent=1), M.ARTIFACT_SPACE)
     tracker.log_text(parent, yaml.safe_dump(spec.dump(), sort_keys=False), M.ARTIFACT_SPEC)
     tracker.log_text(parent, json.dumps(meta, indent=1, sort_keys=True), M.ARTIFACT_META)
-    tracker.log_params(parent, {"search.algorithm": spec.search.algorithm,
-                                "budget.max_trials": spec.budget.max_trials,
-                                "budget.early_stop_fraction": spec.budget.early_stop_fraction,
-                                "dataset": ds_tags[M.TAG_DATASET], "model": spec.model.name})
+    tracker.log_params(
+        parent,
+        {
+            "search.algorithm": spec.search.algorithm,
+            "budget.max_trials": spec.budget.max_trials,
+            "budget.early_stop_fraction": spec.budget.early_stop_fraction,
+            "dataset": ds_tags[M.TAG_DATASET],
+            "model": spec.model.name,
+        },
+    )
     started = False
     result = JobResult(spec.name, exp_id, parent, tracker.uri, None, None, None)
     ledger = Ledger(load_proxy(spec, meta))
     callback = MLflowTrialCallback(tracker, exp_id, parent, common_tags, space.constants, ledger)
     early = spec.budget.early_stop_fraction
     searcher = None
-    rules = StopRules(early_stop_fraction=early, kl_growth=spec.stopping.kl_growth,
-                      kl_floor=spec.stopping.kl_floor, reward_drop=spec.stopping.reward_drop,
-                      patience=spec.stopping.patience)
+    rules = StopRules(
+        early_stop_fraction=early,
+        kl_growth=spec.stopping.kl_growth,
+        kl_floor=spec.stopping.kl_floor,
+        reward_drop=spec.stopping.reward_drop,
+        patience=spec.stopping.patience,
+    )
     try:
         started = init_ray(spec, address)
         check_resources(spec)
         storage = storage_path(spec)
         core = make_core(spec, space, meta)
-        searcher = JobSearcher(core, ledger, BudgetGate(ledger, spec.budget.cost_cap_s, early),
-                               metric=M.OBJECTIVE, mode="max")
+        searcher = JobSearcher(
+            core,
+            ledger,
+            BudgetGate(ledger, spec.budget.cost_cap_s, early),
+            metric=M.OBJECTIVE,
+            mode="max",
+        )
         run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         tuner = tune.Tuner(
             make_trainable(spec, space.constants, storage),
@@ -315,8 +341,9 @@ def run_job(spec: JobSpec, address: str | None = None, verbose: int = 1) -> JobR
                 num_samples=spec.budget.max_trials,
                 max_concurrent_trials=spec.budget.max_concurrent,
             ),
-            run_config=tune.RunConfig(name=run_name, storage_path=storage, callbacks=[callback],
-                                      verbose=verbose),
+            run_config=tune.RunConfig(
+                name=run_name, storage_path=storage, callbacks=[callback], verbose=verbose
+            ),
         )
         grid = tuner.fit()
         result.experiment_path = grid.experiment_path
@@ -358,8 +385,9 @@ def make_core(spec: JobSpec, space: Any, meta: dict[str, float]) -> Any:
     factory = get_core_factory(spec.search.algorithm)
     opts: dict[str, Any] = {}
     if spec.search.algorithm == "autopipe":
-        opts.update(prior=load_prior(spec), meta=meta, budget=spec.budget.max_trials,
-                    **spec.search.options)
+        opts.update(
+            prior=load_prior(spec), meta=meta, budget=spec.budget.max_trials, **spec.search.options
+        )
     elif spec.search.options:
         opts.update(spec.search.options)
     return factory(space, seed=spec.search.seed, **opts)
@@ -388,8 +416,17 @@ def load_proxy(spec: JobSpec, meta: dict[str, float]) -> Any:
     return proxy
 
 
-def _promote(spec: JobSpec, space: Any, core: Any, ledger: Any, callback: Any, storage: str,
-             run_name: str, verbose: int, result: JobResult) -> None:
+def _promote(
+    spec: JobSpec,
+    space: Any,
+    core: Any,
+    ledger: Any,
+    callback: Any,
+    storage: str,
+    run_name: str,
+    verbose: int,
+    result: JobResult,
+) -> None:
     """Run the recommended configuration to full fidelity, resuming its early-stopped trial."""
     from ray import tune
 
@@ -403,9 +440,15 @@ def _promote(spec: JobSpec, space: Any, core: Any, ledger: Any, callback: Any, s
         log.warning("no trial produced a score; nothing to promote")
         return
     key = space.config_key(rec_cfg)
-    source = next((r for r in ledger.trials.values()
-                   if r.status == M.STATUS_EARLY_STOPPED and space.config_key(
-                       {k: v for k, v in r.config.items() if k in space.names}) == key), None)
+    source = next(
+        (
+            r
+            for r in ledger.trials.values()
+            if r.status == M.STATUS_EARLY_STOPPED
+            and space.config_key({k: v for k, v in r.config.items() if k in space.names}) == key
+        ),
+        None,
+    )
     config = dict(rec_cfg)
     if source is not None and source.checkpoint:
         config[RESUME_KEY] = source.checkpoint
@@ -414,12 +457,16 @@ def _promote(spec: JobSpec, space: Any, core: Any, ledger: Any, callback: Any, s
         make_trainable(spec, space.constants, storage, full_fidelity=True),
         param_space=config,
         tune_config=tune.TuneConfig(num_samples=1, metric=M.OBJECTIVE, mode="max"),
-        run_config=tune.RunConfig(name=f"{run_name}-promote", storage_path=storage,
-                                  callbacks=[callback], verbose=verbose),
+        run_config=tune.RunConfig(
+            name=f"{run_name}-promote", storage_path=storage, callbacks=[callback], verbose=verbose
+        ),
     )
     tuner.fit()
-    promoted = [t for t, c in callback.configs.items() if t not in ledger.trials or
-                ledger.trials[t].status is None]
+    promoted = [
+        t
+        for t, c in callback.configs.items()
+        if t not in ledger.trials or ledger.trials[t].status is None
+    ]
     for t in promoted:
         result.promoted[t] = source.trial_id if source is not None else ""
         if source is not None and source.checkpoint:
@@ -452,9 +499,16 @@ def _summarise(result: JobResult, cb: Any, constants: dict[str, Any], tracker: T
     result.total_cost_s = total
     parent = result.parent_run_id
     counts = {s: sum(1 for v in cb.status.values() if v == s) for s in M.TRIAL_STATUSES}
-    tracker.log_metrics(parent, {"n_trials": len(cb.status), "total_cost_s": total,
-                                 "cost_saved_s": result.cost_saved_s,
-                                 **{f"n_{k.replace('-', '_')}": v for k, v in counts.items()}}, 0)
+    tracker.log_metrics(
+        parent,
+        {
+            "n_trials": len(cb.status),
+            "total_cost_s": total,
+            "cost_saved_s": result.cost_saved_s,
+            **{f"n_{k.replace('-', '_')}": v for k, v in counts.items()},
+        },
+        0,
+    )
     if best_tid is None:
         tracker.set_tags(parent, {"autopipe.best": "none"})
         return
@@ -473,18 +527,24 @@ def _summarise(result: JobResult, cb: Any, constants: dict[str, Any], tracker: T
     }
     tracker.log_text(parent, yaml.safe_dump(doc, sort_keys=False), M.ARTIFACT_BEST)
     tracker.log_metrics(parent, {"best_objective": best_val}, 0)
-    tracker.set_tags(parent, {"autopipe.best_trial": best_tid,
-                              "autopipe.best_run_id": str(cb.runs.get(best_tid))})
+    tracker.set_tags(
+        parent,
+        {"autopipe.best_trial": best_tid, "autopipe.best_run_id": str(cb.runs.get(best_tid))},
+    )
 
 
-def read_best(tracker: Tracker, job: str | None = None, run_id: str | None = None) -> dict[str, Any]:
+def read_best(
+    tracker: Tracker, job: str | None = None, run_id: str | None = None
+) -> dict[str, Any]:
     """The best configuration of a job (its latest run with one) or of a parent run id."""
     from autopipe.errors import TrackingError
 
     if run_id:
         text = tracker.read_text(run_id, M.ARTIFACT_BEST)
         if text is None:
-            raise TrackingError(f"--run-id {run_id}: the run has no {M.ARTIFACT_BEST} (unfinished or not a job run)")
+            raise TrackingError(
+                f"--run-id {run_id}: the run has no {M.ARTIFACT_BEST} (unfinished or not a job run)"
+            )
         return yaml.safe_load(text)
     assert job is not None
     runs = tracker.find_job_runs(job)
@@ -502,19 +562,23 @@ def read_best(tracker: Tracker, job: str | None = None, run_id: str | None = Non
 def format_summary(res: JobResult) -> str:
     lines = [
         f"job {res.job}: {len(res.statuses)} trials "
-        + ", ".join(f"{s} {sum(1 for v in res.statuses.values() if v == s)}" for s in M.TRIAL_STATUSES
-                    if any(v == s for v in res.statuses.values())),
+        + ", ".join(
+            f"{s} {sum(1 for v in res.statuses.values() if v == s)}"
+            for s in M.TRIAL_STATUSES
+            if any(v == s for v in res.statuses.values())
+        ),
         f"cost {res.total_cost_s:.1f} trial-seconds, wall {res.wall_s:.1f} s"
         + (" (interrupted)" if res.interrupted else ""),
         f"MLflow: {res.tracking_uri} experiment {res.experiment_id} run {res.parent_run_id}",
     ]
     if res.promoted:
-        lines.append(f"promoted the recommended early-stopped trial to full fidelity; "
-                     f"{res.cost_saved_s:.1f} trial-seconds of its prefix not recomputed")
+        lines.append(
+            f"promoted the recommended early-stopped trial to full fidelity; "
+            f"{res.cost_saved_s:.1f} trial-seconds of its prefix not recomputed"
+        )
     if res.best_config is not None:
         lines.append(f"best {M.OBJECTIVE} = {res.best_objective:.4f} (trial {res.best_trial_id})")
         lines.append(yaml.safe_dump({"config": res.best_config}, sort_keys=False).rstrip())
     else:
         lines.append("no trial finished at full fidelity with a score")
     return "\n".join(lines)
-

@@ -15,8 +15,14 @@ from autopipe.search.ray_adapter import CoreSearcher
 
 
 class JobSearcher(CoreSearcher):
-    def __init__(self, core: Any, ledger: Ledger, gate: BudgetGate, metric: str = M.OBJECTIVE,
-                 mode: str = "max") -> None:
+    def __init__(
+        self,
+        core: Any,
+        ledger: Ledger,
+        gate: BudgetGate,
+        metric: str = M.OBJECTIVE,
+        mode: str = "max",
+    ) -> None:
         super().__init__(core, metric=metric, mode=mode)
         self.ledger = ledger
         self.gate = gate
@@ -32,7 +38,9 @@ class JobSearcher(CoreSearcher):
             self.exhausted = True
         return out
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
         if error:
             super().on_trial_complete(trial_id, result, error=True)
             return

@@ -37,7 +37,9 @@ def test_non_finite_loss_fails() -> None:
     v = decide([sft(0.1, 2.0), sft(0.2, math.nan)], RULES)
     assert v.decision is Decision.STOP_FAILED and "non-finite train_loss" in v.reason
     # +inf eval loss: failed too.
-    assert decide([sft(0.1, 1.0, **{M.EVAL_LOSS: math.inf})], RULES).decision is Decision.STOP_FAILED
+    assert (
+        decide([sft(0.1, 1.0, **{M.EVAL_LOSS: math.inf})], RULES).decision is Decision.STOP_FAILED
+    )
 
 
 def test_early_point_needs_the_trials_own_flag() -> None:
@@ -58,7 +60,10 @@ def test_kl_growth_for_five_reports_fails() -> None:
     # Five consecutive >15 % increases: diverging.
     assert v.decision is Decision.STOP_FAILED and "KL grew" in v.reason
     # Four increases are not enough.
-    assert decide([rl(0.6 + i / 100, kl=k) for i, k in enumerate(kls[:5])], RULES).decision is Decision.CONTINUE
+    assert (
+        decide([rl(0.6 + i / 100, kl=k) for i, k in enumerate(kls[:5])], RULES).decision
+        is Decision.CONTINUE
+    )
     # A dip resets the run of increases.
     dipped = [0.01, 0.012, 0.0145, 0.010, 0.012, 0.0145, 0.0175]
     assert decide([rl(0.6, kl=k) for k in dipped], RULES).decision is Decision.CONTINUE
@@ -78,7 +83,10 @@ def test_reward_collapse_and_stuck_at_zero() -> None:
     # Reward dropping >10 % for 5 consecutive reports: failed.
     assert v.decision is Decision.STOP_FAILED and "reward dropped" in v.reason
     # Small fluctuations are fine.
-    assert decide([rl(0.6, reward=r) for r in [0.5, 0.48, 0.5, 0.47, 0.49, 0.46]], RULES).decision is Decision.CONTINUE
+    assert (
+        decide([rl(0.6, reward=r) for r in [0.5, 0.48, 0.5, 0.47, 0.49, 0.46]], RULES).decision
+        is Decision.CONTINUE
+    )
     # Reward exactly zero for 5 reports: stuck, failed.
     v = decide([rl(0.6, reward=0.0) for _ in range(5)], RULES)
     assert v.decision is Decision.STOP_FAILED and "stuck at zero" in v.reason

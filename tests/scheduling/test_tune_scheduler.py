@@ -36,8 +36,17 @@ def synthetic_history() -> History:
     for i, lr in enumerate(LRS):
         rid = f"r{i}"
         quality = i / 3  # larger lr learns faster here (until it diverges)
-        runs.append({"run_id": rid, "task": "t", "seed": 0, "sft.lr": lr, "y": 0.3 + 0.5 * quality,
-                     "cost": 100.0, "status": "ok"})
+        runs.append(
+            {
+                "run_id": rid,
+                "task": "t",
+                "seed": 0,
+                "sft.lr": lr,
+                "y": 0.3 + 0.5 * quality,
+                "cost": 100.0,
+                "status": "ok",
+            }
+        )
         for f in fr:
             row = {"run_id": rid, "fraction": float(f), M.TRAIN_LOSS: 2.0 - quality * f}
             if f > 0.5:  # the RL half
@@ -46,13 +55,20 @@ def synthetic_history() -> History:
                 row[M.REWARD_MEAN] = 0.5
             curves.append(row)
     tasks = pd.DataFrame({"task": ["t"], "group": ["t"]})
-    return History(space, pd.DataFrame(runs), tasks, pd.DataFrame(curves), objective="acc", mode="max")
+    return History(
+        space, pd.DataFrame(runs), tasks, pd.DataFrame(curves), objective="acc", mode="max"
+    )
 
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             logging_level="ERROR", configure_logging=False)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        logging_level="ERROR",
+        configure_logging=False,
+    )
     yield
     ray.shutdown()
 
@@ -69,14 +85,24 @@ def test_scheduler_stops_scores_and_promotes(ray_local, tmp_path) -> None:
     callback = MLflowTrialCallback(tracker, exp, parent, {M.TAG_DATASET: "t"}, {}, ledger)
     tune.Tuner(
         make_replay_trainable(hist, "t", early_stop_fraction=EARLY),
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=AutoPipeScheduler(StopRules(EARLY), ledger),
-                                    metric=M.OBJECTIVE, mode="max", num_samples=4, max_concurrent_trials=2),
-        run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), callbacks=[callback], verbose=0),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=AutoPipeScheduler(StopRules(EARLY), ledger),
+            metric=M.OBJECTIVE,
+            mode="max",
+            num_samples=4,
+            max_concurrent_trials=2,
+        ),
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path / "ray"), callbacks=[callback], verbose=0
+        ),
     ).fit()
 
     status = {rec.config["sft.lr"]: rec.status for rec in ledger.trials.values()}
     assert status[DIVERGING] == M.STATUS_FAILED  # KL grew for 5 reports: killed as failed
-    assert "KL grew" in next(r.reason for r in ledger.trials.values() if r.status == M.STATUS_FAILED)
+    assert "KL grew" in next(
+        r.reason for r in ledger.trials.values() if r.status == M.STATUS_FAILED
+    )
     assert [status[lr] for lr in LRS[:3]] == [M.STATUS_EARLY_STOPPED] * 3
     for rec in ledger.trials.values():  # nothing past the early point was seen
         assert max(r[M.FRACTION] for r in rec.reports) <= EARLY + 1e-9
@@ -95,16 +121,23 @@ def test_scheduler_stops_scores_and_promotes(ray_local, tmp_path) -> None:
         make_replay_trainable(hist, "t", early_stop_fraction=EARLY),
         param_space={**best_cfg, RESUME_KEY: "replay"},
         tune_config=tune.TuneConfig(num_samples=1, metric=M.OBJECTIVE, mode="max"),
-        run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), callbacks=[callback], verbose=0),
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path / "ray"), callbacks=[callback], verbose=0
+        ),
     ).fit()
     tracker.end_run(parent)
     c = MlflowClient(store)
     tags = [r.data.tags for r in c.search_runs([exp]) if r.data.tags.get(M.TAG_ROLE) == "trial"]
     assert sorted(t[M.TAG_STATUS] for t in tags) == sorted(
-        [M.STATUS_EARLY_STOPPED] * 3 + [M.STATUS_FAILED, M.STATUS_COMPLETED])
-    promoted = next(r for r in c.search_runs([exp]) if r.data.tags.get(M.TAG_STATUS) == M.STATUS_COMPLETED)
+        [M.STATUS_EARLY_STOPPED] * 3 + [M.STATUS_FAILED, M.STATUS_COMPLETED]
+    )
+    promoted = next(
+        r for r in c.search_runs([exp]) if r.data.tags.get(M.TAG_STATUS) == M.STATUS_COMPLETED
+    )
     assert promoted.data.metrics[M.OBJECTIVE] == pytest.approx(0.3 + 0.5 * 2 / 3)
     steps = [m.step for m in c.get_metric_history(promoted.info.run_id, M.FRACTION)]
     assert min(steps) > 18  # the promoted run did not replay the prefix (rows 1..18)
-    early = [r for r in c.search_runs([exp]) if r.data.tags.get(M.TAG_STATUS) == M.STATUS_EARLY_STOPPED]
+    early = [
+        r for r in c.search_runs([exp]) if r.data.tags.get(M.TAG_STATUS) == M.STATUS_EARLY_STOPPED
+    ]
     assert all(M.PROXY in r.data.metrics for r in early)  # proxy recorded in MLflow

@@ -20,12 +20,21 @@ from autopipe.trial.pipeline import (
 )
 
 BASE = {
-    "sft.lr": 3e-3, "sft.steps": 60, "sft.batch_size": 16, "sft.warmup_ratio": 0.05,
-    "rl.algorithm": "grpo", "rl.lr": 5e-5, "rl.beta": 0.02, "rl.num_generations": 4,
-    "rl.temperature": 1.0, "rl.batch_size": 16, "rl.steps": 4,
+    "sft.lr": 3e-3,
+    "sft.steps": 60,
+    "sft.batch_size": 16,
+    "sft.warmup_ratio": 0.05,
+    "rl.algorithm": "grpo",
+    "rl.lr": 5e-5,
+    "rl.beta": 0.02,
+    "rl.num_generations": 4,
+    "rl.temperature": 1.0,
+    "rl.batch_size": 16,
+    "rl.steps": 4,
 }
-SETTINGS = TrialSettings(max_length=32, max_completion_length=8, threads=1, eval_samples=2,
-                         reports_per_stage=6)
+SETTINGS = TrialSettings(
+    max_length=32, max_completion_length=8, threads=1, eval_samples=2, reports_per_stage=6
+)
 
 
 class Recorder:
@@ -36,7 +45,9 @@ class Recorder:
     def __call__(self, metrics: dict[str, Any], ckpt: str | None) -> None:
         self.reports.append(dict(metrics))
         if ckpt is not None:
-            self.checkpoints.append((metrics[M.STAGE], sorted(p.name for p in Path(ckpt).iterdir())))
+            self.checkpoints.append(
+                (metrics[M.STAGE], sorted(p.name for p in Path(ckpt).iterdir()))
+            )
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +131,9 @@ def test_early_stop_then_resume_matches_a_straight_run(sort_data, tmp_path: Path
     resumed = Recorder()
     full = run_trial(dict(BASE), sort_data, SETTINGS, resumed, resume_from=str(rec.paths[-1]))
     assert full.status == M.STATUS_COMPLETED
-    sft_steps = [r[M.GLOBAL_STEP] for r in resumed.reports if r[M.STAGE] == "sft" and M.TRAIN_LOSS in r]
+    sft_steps = [
+        r[M.GLOBAL_STEP] for r in resumed.reports if r[M.STAGE] == "sft" and M.TRAIN_LOSS in r
+    ]
     assert sft_steps and min(sft_steps) > stop  # no step at or before the early point is redone
     assert resumed.reports[-1][M.GLOBAL_STEP] == total  # same step count as a straight run
     assert resumed.reports[-1][M.FRACTION] == 1.0

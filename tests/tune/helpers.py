@@ -19,8 +19,14 @@ def write_spec(path: Path, name: str, store: str, storage: Path, **overrides: ob
         "model": {"name": "tiny-llama", "max_length": 24, "max_completion_length": 8},
         "space": {
             "sft": {"lr": 3.0e-3, "steps": 24, "batch_size": {"choices": [8, 16, 32]}},
-            "rl": {"algorithm": "grpo", "lr": 5.0e-5, "beta": 0.02, "num_generations": 4,
-                   "batch_size": 8, "steps": 2},
+            "rl": {
+                "algorithm": "grpo",
+                "lr": 5.0e-5,
+                "beta": 0.02,
+                "num_generations": 4,
+                "batch_size": 8,
+                "steps": 2,
+            },
         },
         "budget": {"max_trials": 3, "max_concurrent": 2},
         "search": {"algorithm": "grid"},
@@ -42,6 +48,14 @@ def autopipe_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "autopipe", *args]
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(autopipe_cmd(*args), capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, cwd=REPO)
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        autopipe_cmd(*args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=REPO,
+    )

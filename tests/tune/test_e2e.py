@@ -21,7 +21,12 @@ def job(tmp_path_factory: pytest.TempPathFactory):
     store = f"sqlite:///{d / 'mlflow.db'}"
     spec = write_spec(d / "e2e.yaml", "e2e", store, d / "ray")
     # One trial raises inside its worker, one diverges (NaN loss), one completes.
-    r = run_cli("tune", str(spec), "--quiet", env={"AUTOPIPE_FAULT": "raise:sft.batch_size=8;nan:sft.batch_size=16"})
+    r = run_cli(
+        "tune",
+        str(spec),
+        "--quiet",
+        env={"AUTOPIPE_FAULT": "raise:sft.batch_size=8;nan:sft.batch_size=16"},
+    )
     return d, store, r
 
 
@@ -55,7 +60,9 @@ def test_mlflow_has_every_trial_with_curves_and_status(job) -> None:
     assert len(curve) >= 3 and len({m.step for m in curve}) == len(curve)  # a step series
     assert c.get_metric_history(ok.info.run_id, M.REWARD_MEAN)
     assert ok.data.metrics[M.COST_S] > 0 and 0 <= ok.data.metrics[M.OBJECTIVE] <= 1
-    best = yaml.safe_load(Path(c.download_artifacts(parents[0].info.run_id, M.ARTIFACT_BEST)).read_text())
+    best = yaml.safe_load(
+        Path(c.download_artifacts(parents[0].info.run_id, M.ARTIFACT_BEST)).read_text()
+    )
     assert best["mlflow_run_id"] == ok.info.run_id
 
 
@@ -67,7 +74,10 @@ def test_best_prints_the_winning_config(job, capsys: pytest.CaptureFixture[str])
     assert cfg["sft.batch_size"] == 32 and cfg["rl.algorithm"] == "grpo"
     c = MlflowClient(store)
     exp = c.get_experiment_by_name("e2e")
-    matching = [r for r in c.search_runs([exp.experiment_id])
-                if r.data.params.get("sft.batch_size") == str(cfg["sft.batch_size"])]
+    matching = [
+        r
+        for r in c.search_runs([exp.experiment_id])
+        if r.data.params.get("sft.batch_size") == str(cfg["sft.batch_size"])
+    ]
     assert matching, "the best config is not a run in MLflow"
     assert main(["best", "--job", "no-such-job", "--tracking-uri", store]) == 2

@@ -17,11 +17,24 @@ from tests.tune.helpers import run_cli, write_spec
 
 def test_early_stop_and_promotion(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    spec = write_spec(tmp_path / "p.yaml", "promo", store, tmp_path / "ray",
-                      budget={"max_trials": 2, "max_concurrent": 2, "early_stop_fraction": 0.5},
-                      space={"sft": {"lr": 3.0e-3, "steps": 24, "batch_size": {"choices": [8, 16]}},
-                             "rl": {"algorithm": "grpo", "lr": 5.0e-5, "beta": 0.02, "num_generations": 4,
-                                    "batch_size": 8, "steps": 2}})
+    spec = write_spec(
+        tmp_path / "p.yaml",
+        "promo",
+        store,
+        tmp_path / "ray",
+        budget={"max_trials": 2, "max_concurrent": 2, "early_stop_fraction": 0.5},
+        space={
+            "sft": {"lr": 3.0e-3, "steps": 24, "batch_size": {"choices": [8, 16]}},
+            "rl": {
+                "algorithm": "grpo",
+                "lr": 5.0e-5,
+                "beta": 0.02,
+                "num_generations": 4,
+                "batch_size": 8,
+                "steps": 2,
+            },
+        },
+    )
     r = run_cli("tune", str(spec), "--quiet")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "promoted the recommended early-stopped trial" in r.stdout
@@ -40,8 +53,11 @@ def test_early_stop_and_promotion(tmp_path: Path) -> None:
     assert src in {x.data.tags[M.TAG_TRIAL_ID] for x in early}
     assert float(promoted.data.tags[M.TAG_COST_SAVED]) > 0
     steps = [m.step for m in c.get_metric_history(promoted.info.run_id, M.TRAIN_LOSS)]
-    assert min(steps) > stop and max(c.get_metric_history(promoted.info.run_id, M.FRACTION),
-                                     key=lambda m: m.step).step == 26
+    assert (
+        min(steps) > stop
+        and max(c.get_metric_history(promoted.info.run_id, M.FRACTION), key=lambda m: m.step).step
+        == 26
+    )
     best = read_best(Tracker(store), job="promo")
     assert best["promoted_from"] == src and best["mlflow_run_id"] == promoted.info.run_id
     assert yaml.safe_dump(best["config"])

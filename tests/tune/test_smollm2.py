@@ -22,8 +22,14 @@ def test_pubmedqa_smollm2_one_short_trial(tmp_path: Path, shared_dir: Path) -> N
     spec["dataset"].update(n_train=16, n_rl=8, n_eval=8)
     spec["space"] = {
         "sft": {"lr": 5.0e-5, "steps": 3, "batch_size": 4},
-        "rl": {"algorithm": "grpo", "lr": {"low": 1.0e-6, "high": 2.0e-6}, "beta": 0.0,
-               "num_generations": 2, "batch_size": 4, "steps": 1},
+        "rl": {
+            "algorithm": "grpo",
+            "lr": {"low": 1.0e-6, "high": 2.0e-6},
+            "beta": 0.0,
+            "num_generations": 2,
+            "batch_size": 4,
+            "steps": 1,
+        },
     }
     spec["budget"] = {"max_trials": 1, "max_concurrent": 1}
     spec["eval"] = {"samples": 1}

@@ -4,10 +4,10 @@ through the Job Submission API, and the cluster is stopped by PID afterwards."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
-import shutil
 import sys
 import tempfile
 import time
@@ -18,7 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from autopipe import metrics as M
-from tests.tune.helpers import REPO, run_cli, write_spec
+from tests.tune.helpers import run_cli, write_spec
 
 
 def _free_port() -> int:
@@ -30,15 +30,35 @@ def _free_port() -> int:
 @pytest.fixture
 def ray_head(tmp_path: Path):
     port, dash = _free_port(), _free_port()
-    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's unix socket paths have a length limit
+    temp = tempfile.mkdtemp(
+        prefix="rt", dir="/tmp"
+    )  # short: Ray's unix socket paths have a length limit
     bindir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
-    cmd = [str(Path(bindir) / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-           "--port", str(port), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-           "--include-dashboard", "true", "--num-cpus", "2", "--disable-usage-stats",
-           "--temp-dir", temp]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    cmd = [
+        str(Path(bindir) / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dashboard-host",
+        "127.0.0.1",
+        "--dashboard-port",
+        str(dash),
+        "--include-dashboard",
+        "true",
+        "--num-cpus",
+        "2",
+        "--disable-usage-stats",
+        "--temp-dir",
+        temp,
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     url = f"http://127.0.0.1:{dash}"
     try:
         deadline = time.time() + 120
@@ -70,9 +90,16 @@ def ray_head(tmp_path: Path):
 def test_submit_runs_the_job_on_the_cluster(ray_head, tmp_path: Path) -> None:
     url, env = ray_head
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    spec = write_spec(tmp_path / "sub.yaml", "submitted", store, tmp_path / "ray",
-                      budget={"max_trials": 1, "max_concurrent": 1})
-    r = run_cli("submit", str(spec), "--address", url, "--wait", "--timeout", "500", env=env, timeout=600)
+    spec = write_spec(
+        tmp_path / "sub.yaml",
+        "submitted",
+        store,
+        tmp_path / "ray",
+        budget={"max_trials": 1, "max_concurrent": 1},
+    )
+    r = run_cli(
+        "submit", str(spec), "--address", url, "--wait", "--timeout", "500", env=env, timeout=600
+    )
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert "submitted job 'submitted' as Ray job" in r.stdout
     assert "SUCCEEDED" in r.stdout
