@@ -6,8 +6,9 @@ This module knows nothing about Ray, search spaces, priors or trial ids.
 Notation: ``p`` features per configuration; ``X_c`` is ``(N, p)`` candidate features, ``X`` is
 ``(n, p)`` observed features, ``r`` is ``(n,)`` GP targets (residuals, maximized), ``noise`` is
 ``(n,)`` per-observation noise variance in the units of ``r``; ``L`` is the ``(n, n)`` lower
-Cholesky factor of ``K(X, X) + diag(noise)`` and ``V = K(X_c, X) L^-T`` is ``(N, n)``, so that
-the posterior variance at the candidates is ``outputscale - rowsum(V**2)``.
+Cholesky factor of ``K(X, X) + diag(noise)`` and ``Vt = L^-1 K(X, X_c)`` is ``(n, N)`` (stored
+row-major with spare rows, so that its first ``n`` rows are contiguous), so that the posterior
+variance at the candidates is ``outputscale - colsum(Vt**2)``.
 """
 
 from __future__ import annotations
@@ -170,11 +171,11 @@ class CandidatePosterior:
         self._refresh_v()
 
     def _refresh_v(self) -> None:
-        self._V = torch.zeros((len(self._Xc), max(16, 2 * self.n)), dtype=DTYPE)
+        self._Vt = torch.zeros((max(16, 2 * self.n), len(self._Xc)), dtype=DTYPE)
         if self.n:
-            K = matern52(self._Xc, self._X, self.hyper.outputscale)
-            self._V[:, : self.n] = torch.linalg.solve_triangular(self._L, K.T, upper=False).T
-        self._var = self.hyper.outputscale - (self._V[:, : self.n] ** 2).sum(1)
+            K = matern52(self._X, self._Xc, self.hyper.outputscale)
+            self._Vt[: self.n] = torch.linalg.solve_triangular(self._L, K, upper=False)
+        self._var = self.hyper.outputscale - (self._Vt[: self.n] ** 2).sum(0)
 
     def rebuild(self, X: np.ndarray, noise: np.ndarray) -> None:
         """Factorize ``n`` observations at once."""
@@ -204,12 +205,12 @@ class CandidatePosterior:
         L[n, n] = d
         self._L = L
         k_c = matern52(self._Xc, xs, os_).reshape(-1)
-        v = (k_c - self._V[:, :n] @ l_vec) / d if n else k_c / d
-        if n + 1 > self._V.shape[1]:
-            grown = torch.zeros((len(self._Xc), 2 * self._V.shape[1]), dtype=DTYPE)
-            grown[:, :n] = self._V[:, :n]
-            self._V = grown
-        self._V[:, n] = v
+        v = (k_c - l_vec @ self._Vt[:n]) / d if n else k_c / d
+        if n + 1 > self._Vt.shape[0]:
+            grown = torch.zeros((2 * self._Vt.shape[0], len(self._Xc)), dtype=DTYPE)
+            grown[:n] = self._Vt[:n]
+            self._Vt = grown
+        self._Vt[n] = v
         self._var = self._var - v * v
         self._X = torch.cat([self._X, xs])
         self._noise = torch.cat([self._noise, torch.tensor([nz], dtype=DTYPE)])
@@ -233,7 +234,7 @@ class CandidatePosterior:
         """
         with torch.no_grad():
             if self.n:
-                mu = self._V[:, : self.n] @ self._alpha(r)
+                mu = self._alpha(r) @ self._Vt[: self.n]
             else:
                 mu = torch.zeros(len(self._Xc), dtype=DTYPE)
             var = self._var
@@ -250,7 +251,7 @@ class CandidatePosterior:
             Vp = torch.linalg.solve_triangular(
                 self._L, matern52(self._X, Xp, os_), upper=False
             )  # (n, q)
-            cov_cp = cov_cp - self._V[:, : self.n] @ Vp
+            cov_cp = cov_cp - (Vp.T @ self._Vt[: self.n]).T
             cov_pp = cov_pp - Vp.T @ Vp
         cov_pp = cov_pp + max(noise, NOISE_FLOOR) * torch.eye(len(Xp), dtype=DTYPE)
         Lp = _cholesky(cov_pp)
