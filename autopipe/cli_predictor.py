@@ -77,7 +77,7 @@ def _common_args(p: argparse.ArgumentParser) -> None:
         "--no-meta", action="store_true", help="ignore dataset meta-features (config + prefix only)"
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jobs", type=int, default=2, help="XGBoost threads")
+    p.add_argument("--jobs", type=int, default=1, help="XGBoost threads (default 1)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (for mlflow: sources)")
 
 

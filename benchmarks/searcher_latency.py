@@ -101,8 +101,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=100, help="timed suggest/observe rounds")
     args = ap.parse_args()
     # Import the model stack before timing: module import (~3 s) is not a per-searcher cost.
-    import autopipe.search.autopipe_core  # noqa: F401
     import botorch  # noqa: F401
+
+    import autopipe.search.autopipe_core  # noqa: F401
+
     rows = [
         run(
             "autopipe",

@@ -320,12 +320,12 @@ def evaluate_predictor(
         g = frame["task"].map(groups).to_numpy()
         folds = [np.flatnonzero(g == name) for name in group_names]
         protocol = f"leave-one-group-out over {len(group_names)} groups"
-        ranker = ranker or RankerConfig(seed=seed)
+        ranker = ranker or RankerConfig(seed=seed, n_jobs=config.n_jobs)
         prior_kind = "ranking prior (config + meta) fitted on the training groups"
     else:
         folds = _config_folds(frame, n_folds, rng)
         protocol = f"{n_folds}-fold over configurations of the single task group"
-        ranker = ranker or RankerConfig(seed=seed, use_meta=False)
+        ranker = ranker or RankerConfig(seed=seed, use_meta=False, n_jobs=config.n_jobs)
         ranker = replace(ranker, use_meta=False)
         prior_kind = "config-only ranker fitted on the training folds of the same task"
 
@@ -340,7 +340,7 @@ def evaluate_predictor(
         tr, te = frame.iloc[train], frame.iloc[test]
         prior_test[test] = _fit_prior_scores(history, tr, te, ranker, by_task)
         p_train, prior_oof = _oof_prior_scores(
-            history, tr.reset_index(drop=True), ranker, by_task, n_folds - 1, rng
+            history, tr.reset_index(drop=True), ranker, by_task, max(2, n_folds - 1), rng
         )
         tr_ids, te_ids = tr["run_id"].tolist(), te["run_id"].tolist()
         for f in fractions:
@@ -359,7 +359,7 @@ def evaluate_predictor(
         if progress is not None:
             progress(f"fold {j + 1}/{len(folds)}: {len(test)} held-out runs")
 
-    z_true = within_task_z(frame)  # the scale the predictors aim at
+    z_true = within_task_z(frame, config.target)  # the scale the predictors aim at
     rows: list[dict[str, Any]] = []
     coverage: dict[float, float] = {}
     extrap_used: dict[float, dict[str, int]] = {}

@@ -128,6 +128,8 @@ class PrefixFeaturizer:
         fr_all = curves[metrics.FRACTION].to_numpy(dtype=float)
         sel = np.isfinite(fr_all) & (fr_all <= self.fraction + self.tol)
         sub = curves.loc[sel]
+        if len(sub) == 0:
+            return X
         cols = [
             pd.to_numeric(sub[s], errors="coerce").to_numpy(dtype=float)
             if s in sub.columns

@@ -5,7 +5,8 @@ Saved as XGBoost UBJSON files plus a JSON sidecar, never pickled; it does not ev
 (:mod:`autopipe.predictor.evaluate`) nor import Ray.
 
 Notation: ``z`` is the within-task z-score of the seed-averaged direction-aware final objective
-``y_max`` (larger is better), computed over the distinct configurations of the training runs;
+``y_max`` (larger is better) over the distinct configurations of the training runs, by default
+the rank-based one (normal scores, see :func:`within_task_z`);
 ``p`` is the prior's z-score of a configuration; the residual variant learns ``r = z - p`` and
 predicts ``p + r_hat``, so a prefix that carries no information falls back to (a shrunk) ``p``.
 ``X`` is ``(n, n_features)``: prefix features, configuration features, kept meta-features and,
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm, rankdata
 
 from autopipe.errors import DataError
 from autopipe.history.metafeatures import FeatureFilter, select_meta_features
@@ -36,6 +38,7 @@ SIDECAR = "predictor.json"
 RESIDUAL = "residual"
 DIRECT = "direct"
 VARIANTS = (RESIDUAL, DIRECT)
+TARGETS = ("rank", "standard")  # how the final objective is z-scored within a task
 PRIOR_FEATURE = "prior_z"
 
 
@@ -57,8 +60,14 @@ class PredictorConfig:
     variance_floor: float = 1e-2
     floor_from_oob: bool = True
     use_meta: bool = True
-    n_jobs: int = 2
+    # NOTE: 1 thread: on the shared 2-core machine of benchmarks/PREDICTOR.md, 2 OpenMP threads
+    # made one scan_llm fit take 12-164 s instead of 1.7 s (spinning threads under contention).
+    n_jobs: int = 1
     seed: int = 0
+    # NOTE: "rank" (normal scores): scan_llm 5-fold, direct variant at f = 0.25, Spearman on runs
+    # with a prefix 0.954 vs 0.863 with "standard" z-scores, whose squared error is dominated by
+    # diverged runs (loss up to 5.1 against a median of 1.9, z down to -8).
+    target: str = "rank"
     filter_min_variance: float = 1e-3
     filter_max_abs_corr: float = 0.95
     filter_max_missing: float = 0.5  # meta-features, across tasks (as the prior)
@@ -74,6 +83,8 @@ class PredictorConfig:
             v = getattr(self, name)
             if not (0.0 < v <= 1.0):
                 raise DataError(f"{name} must be in (0, 1], but got {v}")
+        if self.target not in TARGETS:
+            raise DataError(f"target must be one of {list(TARGETS)}, but got {self.target!r}")
         if not (self.variance_floor > 0):
             raise DataError(f"variance_floor must be > 0, but got {self.variance_floor}")
 
@@ -126,16 +137,26 @@ def run_targets(history: History, run_ids: Sequence[str] | None = None) -> pd.Da
     return frame.drop(columns="y_max").reset_index(drop=True)
 
 
-def within_task_z(frame: pd.DataFrame) -> np.ndarray:
-    """``z`` of ``frame.y_max_cfg`` per task over its distinct configurations, one per row."""
+def within_task_z(frame: pd.DataFrame, kind: str = "rank") -> np.ndarray:
+    """``z`` of ``frame.y_max_cfg`` per task over its distinct configurations, one per row.
+
+    ``kind="rank"``: normal scores, ``Phi^-1((rank - 1/2) / n)`` with mid-ranks for ties, a
+    z-score that diverged runs cannot stretch; ``kind="standard"``: ``(y - mean) / std``.
+    """
+    if kind not in TARGETS:
+        raise DataError(f"target must be one of {list(TARGETS)}, but got {kind!r}")
     out = np.zeros(len(frame))
     for _, idx in frame.groupby("task", sort=False).indices.items():
         sub = frame.iloc[idx]
         cfg = sub.drop_duplicates("config_id")
-        mu = float(cfg["y_max_cfg"].mean())
-        sd = float(cfg["y_max_cfg"].std(ddof=0))
-        v = sub["y_max_cfg"].to_numpy(dtype=float)
-        out[idx] = (v - mu) / sd if sd > 0 else 0.0
+        yc = cfg["y_max_cfg"].to_numpy(dtype=float)
+        if kind == "rank":
+            zc = norm.ppf((rankdata(yc, method="average") - 0.5) / len(yc))
+        else:
+            sd = float(yc.std())
+            zc = (yc - yc.mean()) / sd if sd > 0 else np.zeros_like(yc)
+        by_cfg = dict(zip(cfg["config_id"], zc, strict=True))
+        out[idx] = [by_cfg[c] for c in sub["config_id"]]
     return out
 
 
@@ -238,7 +259,7 @@ class EarlyPredictor:
                 f"{history.where}: the predictor needs 4 or more runs with a finite objective, "
                 f"but got {len(frame)}"
             )
-        z = within_task_z(frame)
+        z = within_task_z(frame, config.target)
         p = _align_prior(prior_z, frame)
         variant = RESIDUAL if p is not None else DIRECT
         target = z - p if p is not None else z
@@ -418,8 +439,9 @@ class EarlyPredictor:
             "meta_filter": self.meta_filter.to_json(),
             "feature_names": self.feature_names,
             "floor": self.floor,
-            "target": "within-task z-score of the seed-averaged final objective, larger is better"
-            + (" minus the prior's z-score" if self.variant == RESIDUAL else ""),
+            "target": f"within-task {self.config.target} z-score of the seed-averaged final "
+            "objective, larger is better"
+            + (", minus the prior's z-score" if self.variant == RESIDUAL else ""),
             "objective": self.objective,
             "mode": self.mode,
             "config": asdict(self.config),

@@ -501,10 +501,25 @@ def run_dpo(
 
 
 def _save(model: Any, tokenizer: Any, path: str) -> str:
+    """Every rank saves its own copy into its own work dir: after DDP the weights are identical,
+    and workers on other nodes cannot read rank 0's disk. Only rank 0's copy is reported.
+
+    ``save_pretrained`` writes on rank 0 only when torch.distributed is up (transformers 5), so
+    the other ranks write the same files themselves.
+    """
     rank, _ = _dist()
     if rank == 0:
         model.save_pretrained(path, safe_serialization=True)
-        tokenizer.save_pretrained(path)
+    else:
+        from safetensors.torch import save_model
+
+        os.makedirs(path, exist_ok=True)
+        model.config.architectures = [type(model).__name__]  # as save_pretrained records it
+        model.config.save_pretrained(path)
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.save_pretrained(path)
+        save_model(model, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    tokenizer.save_pretrained(path)
     _barrier()
     return path
 

@@ -6,6 +6,7 @@ Imported on workers only; it never imports BoTorch, XGBoost or MLflow.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -45,6 +46,8 @@ def train_fn(config: dict[str, Any]) -> None:
     from autopipe.tasks import load_dataset
     from autopipe.trial.pipeline import TrialSettings, run_trial
 
+    # Ray Train logs every report at INFO; the trial's progress is in Tune's table and MLflow.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     settings = TrialSettings(**config[KEY_SETTINGS])
     if settings.threads:
         os.environ["OMP_NUM_THREADS"] = str(settings.threads)

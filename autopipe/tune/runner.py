@@ -512,7 +512,7 @@ def _summarise(result: JobResult, cb: Any, constants: dict[str, Any], tracker: T
     if best_tid is None:
         tracker.set_tags(parent, {"autopipe.best": "none"})
         return
-    full = {**constants, **(best_cfg or {})}
+    full = canonical_order({**constants, **(best_cfg or {})})
     result.best_config, result.best_objective, result.best_trial_id = full, best_val, best_tid
     doc = {
         "job": result.job,
@@ -531,6 +531,15 @@ def _summarise(result: JobResult, cb: Any, constants: dict[str, Any], tracker: T
         parent,
         {"autopipe.best_trial": best_tid, "autopipe.best_run_id": str(cb.runs.get(best_tid))},
     )
+
+
+def canonical_order(config: dict[str, Any]) -> dict[str, Any]:
+    """SFT parameters, then RL parameters, in the order the job spec documents them."""
+    from autopipe.spec import RL_PARAMS, SFT_PARAMS
+
+    order = [f"sft.{k}" for k in SFT_PARAMS] + [f"rl.{k}" for k in RL_PARAMS]
+    rank = {k: i for i, k in enumerate(order)}
+    return dict(sorted(config.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
 
 
 def read_best(

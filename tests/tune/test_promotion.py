@@ -1,6 +1,7 @@
-"""A real job with `budget.early_stop_fraction`: every search trial stops at its early point
-with a resumable checkpoint, and the job's final step resumes the recommended one to full
-fidelity (same step count as a straight run, prefix not recomputed)."""
+"""A real job with the AutoPipe searcher (no history: plain GP-BO) and
+`budget.early_stop_fraction`: every search trial stops at its early point with a resumable
+checkpoint, and the job's final step resumes the recommended one to full fidelity (same step
+count as a straight run, prefix not recomputed)."""
 
 from __future__ import annotations
 
