@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.optimize import OptimizeWarning, curve_fit
+from scipy.stats import ConstantInputWarning
 
 from autopipe.errors import DataError
 from autopipe.history.model import FRACTION, History
@@ -56,6 +57,7 @@ METRICS = ("spearman", "pairwise_acc", "regret@1")
 SCOPES = ("prefix", "all")
 DEFAULT_FRACTIONS = (0.1, 0.25, 0.5)
 _LOSS_WORDS = ("loss", "perplexity", "ppl", "error")
+MIN_POINTS_3P = 4  # fewer points than this get a 2-parameter power law
 
 
 # --------------------------------------------------------------------------- signal
@@ -101,9 +103,10 @@ def _exp(f: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
 def extrapolate(fr: np.ndarray, v: np.ndarray) -> tuple[float, str]:
     """Value of the curve ``v(fr)`` extrapolated to fraction 1, and the model used.
 
-    3+ points: the better (lower squared error) of ``a + b f^-c`` and ``a + b exp(-c f)``
-    fitted by least squares; 2 points: a pure power law through both (a line in log-log, when
-    both values are positive), else a straight line; 1 point or failed fits: the last value.
+    4+ points: the better (lower squared error) of ``a + b f^-c`` and ``a + b exp(-c f)``
+    fitted by least squares; 2-3 points: a least-squares pure power law ``b f^-c`` (a line in
+    log-log, when all values are positive), else a straight line; 1 point or failed fits: the
+    last value.
     The result is clipped to one observed span beyond the observed range, since a 3-parameter
     fit through a handful of points can run off to values no run reaches.
     """
@@ -122,12 +125,14 @@ def extrapolate(fr: np.ndarray, v: np.ndarray) -> tuple[float, str]:
     def clip(x: float) -> float:
         return float(min(max(x, lo - span), hi + span))
 
-    if v.size == 2:
+    if v.size < MIN_POINTS_3P:
+        # too few points for 3 parameters (an exact, ill-conditioned fit): least squares of a
+        # pure power law, a line in log-log, when all values are positive, else a line
         if np.all(v > 0):
-            slope = (math.log(v[1]) - math.log(v[0])) / (math.log(fr[1]) - math.log(fr[0]))
-            return clip(math.exp(math.log(v[1]) - slope * math.log(fr[1]))), "power (2 points)"
-        slope = (v[1] - v[0]) / (fr[1] - fr[0])
-        return clip(float(v[1] + slope * (1.0 - fr[1]))), "linear (2 points)"
+            c1, c0 = np.polyfit(np.log(fr), np.log(v), 1)
+            return clip(math.exp(c0)), f"power ({v.size} points)"
+        c1, c0 = np.polyfit(fr, v, 1)
+        return clip(float(c0 + c1)), f"linear ({v.size} points)"
     fits = []
     d = v[0] - v[-1]
     for name, fn, p0, bounds in (
@@ -143,7 +148,7 @@ def extrapolate(fr: np.ndarray, v: np.ndarray) -> tuple[float, str]:
             warnings.simplefilter("error", OptimizeWarning)
             warnings.simplefilter("ignore", RuntimeWarning)  # overflow while exploring
             try:
-                popt, _ = curve_fit(fn, fr, v, p0=p0, bounds=bounds, maxfev=2000)
+                popt, _ = curve_fit(fn, fr, v, p0=p0, bounds=bounds, maxfev=1000)
             except (RuntimeError, ValueError, OptimizeWarning, FloatingPointError):
                 continue
         sse = float(np.sum((fn(fr, *popt) - v) ** 2))
@@ -217,7 +222,9 @@ def _config_folds(frame: pd.DataFrame, k: int, rng: np.random.Generator) -> list
     """Row indices of ``frame`` split into ``k`` folds of whole configurations."""
     cfgs = np.unique(frame["config_id"].to_numpy())
     if len(cfgs) < k:
-        raise DataError(f"--folds must be <= the number of configurations ({len(cfgs)}), but got {k}")
+        raise DataError(
+            f"--folds must be <= the number of configurations ({len(cfgs)}), but got {k}"
+        )
     fold_of = dict(zip(rng.permutation(cfgs), np.arange(len(cfgs)) % k, strict=True))
     f = frame["config_id"].map(fold_of).to_numpy()
     return [np.flatnonzero(f == j) for j in range(k)]
@@ -258,9 +265,7 @@ def _oof_prior_scores(
             return _fit_prior_scores(history, train, train, ranker, True), "in-sample"
         for name in names:
             held = g == name
-            out[held] = _fit_prior_scores(
-                history, train.loc[~held], train.loc[held], ranker, True
-            )
+            out[held] = _fit_prior_scores(history, train.loc[~held], train.loc[held], ranker, True)
         return out, f"leave-one-group-out over {len(names)} training groups"
     for idx in _config_folds(train, n_inner, rng):
         held = np.zeros(len(train), dtype=bool)
@@ -390,14 +395,16 @@ def evaluate_predictor(
                     if len(idx) >= 3 and np.ptp(y) > 0:
                         s = scores[m][idx]
                         s = np.where(np.isfinite(s), s, _median_or_zero(s))
-                        res = ranking_metrics(y, s, rng)
+                        with warnings.catch_warnings():
+                            # all-tied baseline scores (no prefix at f): Spearman is undefined
+                            # and ranking_metrics reports 0
+                            warnings.simplefilter("ignore", ConstantInputWarning)
+                            res = ranking_metrics(y, s, rng)
                         row.update({k: res[k] for k in METRICS})
                         if m in PREDICTORS:
                             err = s - z_true[idx]
                             row["rmse_z"] = float(np.sqrt(np.mean(err**2)))
-                            row["noise_ratio"] = float(
-                                np.mean(err**2) / np.mean(var[(m, f)][idx])
-                            )
+                            row["noise_ratio"] = float(np.mean(err**2) / np.mean(var[(m, f)][idx]))
                     else:
                         row.update({k: math.nan for k in METRICS})
                     rows.append(row)

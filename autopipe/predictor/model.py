@@ -28,7 +28,7 @@ from scipy.stats import norm, rankdata
 
 from autopipe.errors import DataError
 from autopipe.history.metafeatures import FeatureFilter, select_meta_features
-from autopipe.history.model import META_PREFIX, Y, History, configs_to_frame
+from autopipe.history.model import META_PREFIX, History, Y, configs_to_frame
 from autopipe.predictor.features import FRACTION_TOL, PrefixFeaturizer
 from autopipe.prior.ranker import RankingPrior
 from autopipe.space import Space
@@ -468,7 +468,9 @@ class EarlyPredictor:
         model = cls(
             space=Space.from_json(d["space"]),
             featurizer=PrefixFeaturizer(
-                tuple(d["signals"]), float(d["fraction"]), float(d.get("fraction_tol", FRACTION_TOL))
+                tuple(d["signals"]),
+                float(d["fraction"]),
+                float(d.get("fraction_tol", FRACTION_TOL)),
             ),
             variant=str(d["variant"]),
             prefix_kept=[str(n) for n in d["prefix_kept"]],
@@ -525,9 +527,7 @@ def _align_prior(
     else:
         p = np.asarray(prior_z, dtype=float).ravel()
         if len(p) != len(frame):
-            raise DataError(
-                f"prior_z must have one score per run ({len(frame)}), but got {len(p)}"
-            )
+            raise DataError(f"prior_z must have one score per run ({len(frame)}), but got {len(p)}")
     if not np.all(np.isfinite(p)):
         raise DataError("prior_z must be finite, but got NaN or inf")
     return p

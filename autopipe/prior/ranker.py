@@ -55,6 +55,28 @@ class RankerConfig:
     filter_max_abs_corr: float = 0.95
     filter_max_missing: float = 0.5
 
+    def ranker_params(self, seed: int) -> dict[str, Any]:
+        """Keyword arguments of ``xgboost.XGBRanker`` (the same booster as :meth:`xgb_params`)."""
+        p = self.xgb_params(seed)
+        return {
+            "objective": p["objective"],
+            "eval_metric": p["eval_metric"],
+            "tree_method": p["tree_method"],
+            "n_estimators": self.n_estimators,
+            "max_depth": p["max_depth"],
+            "learning_rate": p["eta"],
+            "subsample": p["subsample"],
+            "colsample_bytree": p["colsample_bytree"],
+            "min_child_weight": p["min_child_weight"],
+            "reg_lambda": p["lambda"],
+            "lambdarank_pair_method": p["lambdarank_pair_method"],
+            "lambdarank_num_pair_per_sample": p["lambdarank_num_pair_per_sample"],
+            "n_jobs": p["nthread"],
+            "random_state": seed,
+            "verbosity": 0,
+            "missing": np.nan,
+        }
+
     def xgb_params(self, seed: int) -> dict[str, Any]:
         return {
             "objective": "rank:pairwise",
@@ -170,13 +192,12 @@ class RankingPrior:
                 Xs.append(_join(X[idx], m))
                 labels.append(relevance_labels(y[idx], config.n_label_bins))
                 qid.append(np.full(len(idx), q, dtype=np.int64))
-            dtrain = xgb.DMatrix(
-                np.vstack(Xs), label=np.concatenate(labels), qid=np.concatenate(qid), missing=np.nan
-            )
-            n_rows = dtrain.num_row()
-            boosters.append(
-                xgb.train(config.xgb_params(seed), dtrain, num_boost_round=config.n_estimators)
-            )
+            X_train = np.vstack(Xs)
+            n_rows = len(X_train)
+            # XGBRanker (pairs only within a query group = a task); the fitted booster is kept.
+            ranker = xgb.XGBRanker(**config.ranker_params(seed))
+            ranker.fit(X_train, np.concatenate(labels), qid=np.concatenate(qid))
+            boosters.append(ranker.get_booster())
         return cls(
             space=history.space,
             meta_filter=meta_filter,

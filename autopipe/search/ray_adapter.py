@@ -83,6 +83,3 @@ class CoreSearcher(Searcher):
         with open(checkpoint_path, encoding="utf-8") as f:
             self.set_state(json.load(f))
 
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

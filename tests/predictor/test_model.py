@@ -80,9 +80,7 @@ def test_direction_is_respected() -> None:
     h_max = make_curve_history(planted="slope", mode="max", n_configs=160)
     h_min = make_curve_history(planted="slope", mode="min", n_configs=160)
     # same runs and curves, objective negated: the z target (larger is better) is identical
-    np.testing.assert_allclose(
-        within_task_z(run_targets(h_max)), within_task_z(run_targets(h_min))
-    )
+    np.testing.assert_allclose(within_task_z(run_targets(h_max)), within_task_z(run_targets(h_min)))
     m = EarlyPredictor.fit(h_min, 0.3, config=FAST)
     frame, mean, _ = m.predict_history(h_min)
     # for mode min, a higher prediction means a lower (better) recorded objective
@@ -124,7 +122,9 @@ def test_batch_api_and_residual_needs_prior(slope_history: History) -> None:
         model.predict_reports(report, cfg, None, None)
     mu, v = model.predict_reports(report, cfg, None, 0.5)
     assert math.isfinite(mu) and v >= model.floor
-    mean, var = model.predict_batch([report, report], [cfg, cfg], [None, None], np.array([0.5, 0.5]))
+    mean, var = model.predict_batch(
+        [report, report], [cfg, cfg], [None, None], np.array([0.5, 0.5])
+    )
     # the batch API gives the single-trial answer for each trial
     np.testing.assert_allclose(mean, [mu, mu], atol=1e-6)
     with pytest.raises(DataError, match="one length"):
