@@ -1,0 +1,48 @@
+"""The budget gate: stop proposing once spent cost plus the final run's reserve reaches the cap."""
+
+from __future__ import annotations
+
+import pytest
+
+from autopipe import metrics as M
+from autopipe.scheduling.budget import BudgetGate
+from autopipe.scheduling.ledger import Ledger, fallback_proxy
+
+
+def _add(ledger: Ledger, tid: str, fraction: float, cost: float) -> None:
+    ledger.record(tid, {"x": tid}, {M.FRACTION: fraction, M.COST_S: cost, M.TRAIN_LOSS: 1.0})
+
+
+def test_early_stopped_trials_count_at_their_fraction_and_a_reserve_is_kept() -> None:
+    ledger = Ledger()
+    gate = BudgetGate(ledger, cost_cap_s=100.0, early_stop_fraction=0.5)
+    assert not gate.exhausted() and gate.reserve_s() == 0.0  # nothing known yet
+    _add(ledger, "a", 0.5, 20.0)  # a full run would cost 40 s
+    assert gate.full_run_cost_s() == pytest.approx(40.0)
+    assert gate.reserve_s() == pytest.approx(20.0)  # promotion resumes the second half
+    _add(ledger, "b", 0.5, 20.0)
+    _add(ledger, "c", 0.5, 20.0)
+    assert ledger.spent_s() == pytest.approx(60.0)
+    assert not gate.exhausted()  # 60 + 20 < 100
+    _add(ledger, "d", 0.5, 20.0)
+    assert gate.exhausted()  # 80 + 20 >= 100: keep the rest for the final full run
+
+
+def test_no_cap_and_full_fidelity() -> None:
+    ledger = Ledger()
+    _add(ledger, "a", 1.0, 1e9)
+    assert not BudgetGate(ledger, None, 0.5).exhausted()  # no cost cap: max_trials decides
+    assert BudgetGate(ledger, 10.0, 1.0).reserve_s() == 0.0  # no promotion without early stops
+
+
+def test_ledger_scores() -> None:
+    ledger = Ledger()
+    _add(ledger, "e", 0.5, 1.0)
+    ledger.record("e", {}, {M.FRACTION: 0.5, M.EVAL_LOSS: 0.7, M.EARLY_STOPPED: 1.0})
+    ledger.mark_early_stopped("e")
+    assert ledger.score("e", None, M.OBJECTIVE) == (pytest.approx(-0.7), None)  # fallback proxy
+    ledger.mark_failed("f", "diverged")
+    assert ledger.score("f", {M.OBJECTIVE: 0.9}, M.OBJECTIVE) == (None, None)
+    assert ledger.score("g", {M.OBJECTIVE: 0.9}, M.OBJECTIVE) == (0.9, None)  # completed
+    assert ledger.score("h", {M.OBJECTIVE: float("nan")}, M.OBJECTIVE) == (None, None)
+    assert fallback_proxy([], {})[0] != fallback_proxy([], {})[0]  # NaN without any loss
