@@ -127,9 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.set_defaults(func=cmd_best)
 
-    from autopipe import cli_history
+    from autopipe import cli_history, cli_predictor
 
     cli_history.register(sub)
+    cli_predictor.register(sub)
     return p
 
 

@@ -403,15 +403,32 @@ def load_prior(spec: JobSpec) -> Any:
 
 
 def load_proxy(spec: JobSpec, meta: dict[str, float]) -> Any:
-    """The proxy of early-stopped trials: the learned predictor if the job names one."""
+    """The proxy of early-stopped trials: the learned predictor if the job names one.
+
+    A residual predictor needs the prior's z-score of the configuration: it is computed against
+    a fixed seeded reference sample of the space, the set the prior's scores are z-normalized in.
+    """
     if not spec.history.predictor:
         return None
-    from autopipe.predictor.model import EarlyPredictor
+    import numpy as np
+
+    from autopipe.predictor.model import RESIDUAL, EarlyPredictor
 
     pred = EarlyPredictor.load(spec.resolve(spec.history.predictor))
+    prior = load_prior(spec) if pred.variant == RESIDUAL else None
+    if pred.variant == RESIDUAL and prior is None:
+        from autopipe.errors import SpecError
+
+        raise SpecError("history.predictor is a residual predictor and needs history.prior, but got none")
+    space = spec.to_space()
+    reference = space.sample_many(2000, np.random.default_rng(spec.seed)) if prior is not None else []
 
     def proxy(reports: list[dict[str, Any]], config: dict[str, Any]) -> tuple[float, float | None]:
-        return pred.predict_reports(reports, config, meta, None)
+        prior_z = None
+        if prior is not None:
+            cfg = {k: v for k, v in config.items() if k in space.names}
+            prior_z = float(prior.score(meta, [*reference, cfg])[-1])
+        return pred.predict_reports(reports, config, meta, prior_z)
 
     return proxy
 
