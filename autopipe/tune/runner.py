@@ -311,6 +311,7 @@ def run_job(spec: JobSpec, address: str | None = None, verbose: int = 1) -> JobR
     callback = MLflowTrialCallback(tracker, exp_id, parent, common_tags, space.constants, ledger)
     early = spec.budget.early_stop_fraction
     searcher = None
+    errored = False
     rules = StopRules(
         early_stop_fraction=early,
         kl_growth=spec.stopping.kl_growth,
@@ -349,6 +350,9 @@ def run_job(spec: JobSpec, address: str | None = None, verbose: int = 1) -> JobR
         result.experiment_path = grid.experiment_path
         if early < 1.0 and not _unfinished(callback, tracker):
             _promote(spec, space, core, ledger, callback, storage, run_name, verbose, result)
+    except Exception:
+        errored = True
+        raise
     finally:
         killed = {M.TAG_STATUS: M.STATUS_KILLED}
         open_trials = _unfinished(callback, tracker)
@@ -365,7 +369,7 @@ def run_job(spec: JobSpec, address: str | None = None, verbose: int = 1) -> JobR
             tracker.set_tags(rid, killed)
             tracker.end_run(rid, "KILLED")
         _summarise(result, callback, space.constants, tracker)
-        tracker.close_open("KILLED" if result.interrupted else "FINISHED")
+        tracker.close_open("FAILED" if errored else "KILLED" if result.interrupted else "FINISHED")
         if started:
             import ray
 
@@ -419,9 +423,13 @@ def load_proxy(spec: JobSpec, meta: dict[str, float]) -> Any:
     if pred.variant == RESIDUAL and prior is None:
         from autopipe.errors import SpecError
 
-        raise SpecError("history.predictor is a residual predictor and needs history.prior, but got none")
+        raise SpecError(
+            "history.predictor is a residual predictor and needs history.prior, but got none"
+        )
     space = spec.to_space()
-    reference = space.sample_many(2000, np.random.default_rng(spec.seed)) if prior is not None else []
+    reference = (
+        space.sample_many(2000, np.random.default_rng(spec.seed)) if prior is not None else []
+    )
 
     def proxy(reports: list[dict[str, Any]], config: dict[str, Any]) -> tuple[float, float | None]:
         prior_z = None
