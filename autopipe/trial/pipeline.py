@@ -51,7 +51,8 @@ _LOG_KEYS = {
 # Fault injection for reliability tests and chaos drills: "KIND:PARAM=VALUE[;...]" makes trials
 # whose configuration has PARAM == VALUE fail. KIND "raise" raises an exception in the worker
 # (the trial errors), "nan" turns the reported train loss non-finite (the trial is failed by the
-# divergence check).
+# divergence check), "crash" kills the worker process after its first RL report unless the
+# trial was resumed from a checkpoint (a worker lost mid-trial, retried from its SFT checkpoint).
 FAULT_ENV = "AUTOPIPE_FAULT"
 
 
@@ -60,7 +61,7 @@ def injected_fault(cfg: dict[str, Any], spec: str | None = None) -> str | None:
     for item in filter(None, (x.strip() for x in spec.split(";"))):
         kind, _, cond = item.partition(":")
         key, _, value = cond.partition("=")
-        if key in cfg and str(cfg[key]) == value and kind in ("raise", "nan"):
+        if key in cfg and str(cfg[key]) == value and kind in ("raise", "nan", "crash"):
             return kind
     return None
 
@@ -146,6 +147,8 @@ class _Progress:
             )
         self.last.update({k: v for k, v in out.items() if isinstance(v, float)})
         self.report(out, None)
+        if self.fault == "crash" and self.stage == "rl":
+            os._exit(17)  # injected: the worker process dies mid-RL without any cleanup
 
 
 def _callback(progress: _Progress) -> Any:
@@ -591,6 +594,8 @@ def run_trial(
         None if resume_from else early_stop_step(sft_steps, rl_steps, settings.early_stop_fraction)
     )
     progress.fault = injected_fault(cfg)
+    if progress.fault == "crash" and resume_from is not None:
+        progress.fault = None  # the retry of a crashed trial runs clean
     if progress.fault == "raise":
         raise RuntimeError(f"injected fault ({FAULT_ENV}) for this configuration")
     try:

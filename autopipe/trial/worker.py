@@ -7,7 +7,6 @@ Imported on workers only; it never imports BoTorch, XGBoost or MLflow.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import tempfile
 from pathlib import Path
@@ -64,13 +63,17 @@ def train_fn(config: dict[str, Any]) -> None:
 
     with tempfile.TemporaryDirectory(prefix="autopipe-trial-") as work:
         resume = config.get(KEY_RESUME)
+        retry = ray.train.get_checkpoint()
+        if retry is not None:
+            # A retry after a lost worker (budget.max_failures): continue from the latest
+            # checkpoint this trial reported (the SFT model at the SFT/RL boundary).
+            resume = retry.path
         if resume:
             # The checkpoint may live on shared storage or in the cloud: fetch it locally.
-            with Checkpoint(resume).as_directory() as local:
-                outcome = run_trial(
+            ckpt = retry if retry is not None else Checkpoint(resume)
+            with ckpt.as_directory() as local:
+                run_trial(
                     config[KEY_PARAMS], data, settings, report, work_dir=work, resume_from=local
                 )
         else:
-            outcome = run_trial(config[KEY_PARAMS], data, settings, report, work_dir=work)
-    if outcome.status == M.STATUS_FAILED and not math.isfinite(outcome.objective):
-        return  # the final report already carries failed=1 and the reason
+            run_trial(config[KEY_PARAMS], data, settings, report, work_dir=work)

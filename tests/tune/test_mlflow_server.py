@@ -31,10 +31,23 @@ def mlflow_server(tmp_path: Path):
     port = _free_port()
     mlflow = str(Path(sys.executable).parent / "mlflow")
     proc = subprocess.Popen(
-        [mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            mlflow,
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
         env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
     )
     url = f"http://127.0.0.1:{port}"
@@ -59,9 +72,14 @@ def mlflow_server(tmp_path: Path):
 
 
 def test_job_and_best_against_a_tracking_server(mlflow_server: str, tmp_path: Path) -> None:
-    spec = write_spec(tmp_path / "srv.yaml", "served", mlflow_server, tmp_path / "ray",
-                      budget={"max_trials": 1, "max_concurrent": 1},
-                      resources={"workers_per_trial": 2, "cpus_per_worker": 1})
+    spec = write_spec(
+        tmp_path / "srv.yaml",
+        "served",
+        mlflow_server,
+        tmp_path / "ray",
+        budget={"max_trials": 1, "max_concurrent": 1},
+        resources={"workers_per_trial": 2, "cpus_per_worker": 1},
+    )
     r = run_cli("tune", str(spec), "--quiet")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "completed 1" in r.stdout
@@ -73,10 +91,18 @@ def test_job_and_best_against_a_tracking_server(mlflow_server: str, tmp_path: Pa
 
 
 def test_unreachable_server_fails_fast(tmp_path: Path) -> None:
-    spec = write_spec(tmp_path / "down.yaml", "down", f"http://127.0.0.1:{_free_port()}", tmp_path / "ray")
+    spec = write_spec(
+        tmp_path / "down.yaml", "down", f"http://127.0.0.1:{_free_port()}", tmp_path / "ray"
+    )
     t = time.time()
-    r = run_cli("tune", str(spec), "--quiet", env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-                                                    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
+    r = run_cli(
+        "tune",
+        str(spec),
+        "--quiet",
+        env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"},
+    )
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
-    assert r.stderr.strip().startswith("autopipe: error: tracking.uri") and "Traceback" not in r.stderr
+    assert (
+        r.stderr.strip().startswith("autopipe: error: tracking.uri") and "Traceback" not in r.stderr
+    )
     assert time.time() - t < 60

@@ -19,17 +19,22 @@ def test_runner_proxy_uses_the_fitted_predictor(tmp_path: Path) -> None:
     pred = EarlyPredictor.fit(hist, 0.5, config=FAST)
     pred.save(tmp_path / "pred")
     spec = parse_spec(
-        {"name": "p", "dataset": {"task": "sort"},
-         "space": {"sft": {"lr": {"low": 1e-5, "high": 1e-2}}},
-         "history": {"predictor": str(tmp_path / "pred")}},
+        {
+            "name": "p",
+            "dataset": {"task": "sort"},
+            "space": {"sft": {"lr": {"low": 1e-5, "high": 1e-2}}},
+            "history": {"predictor": str(tmp_path / "pred")},
+        },
         base_dir=tmp_path,
     )
     proxy = load_proxy(spec, meta={})
     assert proxy is not None
 
     def reports(rate: float) -> list[dict]:
-        return [{M.FRACTION: f, M.TRAIN_LOSS: 3 - rate * f, M.EVAL_LOSS: 3.1 - rate * f}
-                for f in (0.1, 0.2, 0.3, 0.4, 0.5)]
+        return [
+            {M.FRACTION: f, M.TRAIN_LOSS: 3 - rate * f, M.EVAL_LOSS: 3.1 - rate * f}
+            for f in (0.1, 0.2, 0.3, 0.4, 0.5)
+        ]
 
     cfg = {"lr": 1e-3, "beta": 0.5}
     fast, var = proxy(reports(2.4), cfg)
