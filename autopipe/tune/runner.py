@@ -39,7 +39,8 @@ WORKER_ENV = {
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
     # Train's controller polls its workers at this interval and every ray.train.report waits
     # for that poll: the 2 s default made reporting dominate tiny trials.
-    # NOTE: 0.25 s measured in benchmarks/overhead.py (see benchmarks/README.md).
+    # NOTE: 0.25 s was chosen by hand; benchmarks/overhead.py measures the per-trial overhead
+    # that results (benchmarks/README.md).
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
 }
 
