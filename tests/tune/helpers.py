@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import yaml
@@ -59,3 +62,22 @@ def run_cli(
         env={**os.environ, **(env or {})},
         cwd=REPO,
     )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
+    """Poll ``url`` until it answers; fail if ``proc`` exits or ``timeout`` passes."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            assert proc.poll() is None, f"{what} exited"
+            assert time.time() < deadline, f"{what} did not come up"
+            time.sleep(1)

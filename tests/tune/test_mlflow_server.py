@@ -6,29 +6,21 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
 from autopipe import metrics as M
-from tests.tune.helpers import run_cli, write_spec
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.tune.helpers import free_port, run_cli, wait_http, write_spec
 
 
 @pytest.fixture
 def mlflow_server(tmp_path: Path):
-    port = _free_port()
+    port = free_port()
     mlflow = str(Path(sys.executable).parent / "mlflow")
     proc = subprocess.Popen(
         [
@@ -52,15 +44,7 @@ def mlflow_server(tmp_path: Path):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url + "/health", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None, "mlflow server exited"
-                assert time.time() < deadline, "mlflow server did not come up"
-                time.sleep(1)
+        wait_http(url + "/health", proc, "mlflow server")
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # stop the server (and its workers) by PID
@@ -92,7 +76,7 @@ def test_job_and_best_against_a_tracking_server(mlflow_server: str, tmp_path: Pa
 
 def test_unreachable_server_fails_fast(tmp_path: Path) -> None:
     spec = write_spec(
-        tmp_path / "down.yaml", "down", f"http://127.0.0.1:{_free_port()}", tmp_path / "ray"
+        tmp_path / "down.yaml", "down", f"http://127.0.0.1:{free_port()}", tmp_path / "ray"
     )
     t = time.time()
     r = run_cli(

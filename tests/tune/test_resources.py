@@ -9,22 +9,33 @@ from autopipe.errors import ClusterError
 from autopipe.spec import parse_spec
 from autopipe.tune.runner import check_resources
 
-NODES = [{"Alive": True, "Resources": {"CPU": 4.0, "GPU": 1.0}},
-         {"Alive": True, "Resources": {"CPU": 2.0}},
-         {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]  # a dead node does not count
+NODES = [
+    {"Alive": True, "Resources": {"CPU": 4.0, "GPU": 1.0}},
+    {"Alive": True, "Resources": {"CPU": 2.0}},
+    {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}},
+]  # a dead node does not count
 
 
 def _spec(**resources: object):
-    return parse_spec({"name": "r", "dataset": {"task": "sort"},
-                       "space": {"sft": {"lr": {"low": 1e-4, "high": 1e-3}}}, "resources": resources})
+    return parse_spec(
+        {
+            "name": "r",
+            "dataset": {"task": "sort"},
+            "space": {"sft": {"lr": {"low": 1e-4, "high": 1e-3}}},
+            "resources": resources,
+        }
+    )
 
 
-@pytest.mark.parametrize(("resources", "message"), [
-    ({"cpus_per_worker": 8}, "no node of the cluster has that much (largest: 4 CPU, 1 GPU)"),
-    ({"gpus_per_worker": 2}, "no node of the cluster has that much"),
-    ({"workers_per_trial": 2, "gpus_per_worker": 1}, "the cluster has 6 CPU and 1 GPU in all"),
-    ({"workers_per_trial": 4, "cpus_per_worker": 2}, "needs 4 workers x (2 CPU, 0 GPU)"),
-])
+@pytest.mark.parametrize(
+    ("resources", "message"),
+    [
+        ({"cpus_per_worker": 8}, "no node of the cluster has that much (largest: 4 CPU, 1 GPU)"),
+        ({"gpus_per_worker": 2}, "no node of the cluster has that much"),
+        ({"workers_per_trial": 2, "gpus_per_worker": 1}, "the cluster has 6 CPU and 1 GPU in all"),
+        ({"workers_per_trial": 4, "cpus_per_worker": 2}, "needs 4 workers x (2 CPU, 0 GPU)"),
+    ],
+)
 def test_rejected_up_front(monkeypatch: pytest.MonkeyPatch, resources: dict, message: str) -> None:
     monkeypatch.setattr(ray, "nodes", lambda: NODES)
     with pytest.raises(ClusterError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -6,30 +6,21 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from autopipe import metrics as M
-from tests.tune.helpers import run_cli, write_spec
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.tune.helpers import free_port, run_cli, wait_http, write_spec
 
 
 @pytest.fixture
 def ray_head(tmp_path: Path):
-    port, dash = _free_port(), _free_port()
+    port, dash = free_port(), free_port()
     temp = tempfile.mkdtemp(
         prefix="rt", dir="/tmp"
     )  # short: Ray's unix socket paths have a length limit
@@ -61,15 +52,7 @@ def ray_head(tmp_path: Path):
     )
     url = f"http://127.0.0.1:{dash}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url + "/api/version", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None, "ray start --head exited"
-                assert time.time() < deadline, "the Ray head did not come up"
-                time.sleep(1)
+        wait_http(url + "/api/version", proc, "the Ray head (ray start --head)")
         yield url, env
     finally:
         # Stop the cluster by PID: `ray start --block` shuts its processes down on SIGTERM; then
@@ -111,6 +94,6 @@ def test_submit_runs_the_job_on_the_cluster(ray_head, tmp_path: Path) -> None:
 
 def test_submit_unreachable_address_is_one_line(tmp_path: Path) -> None:
     spec = write_spec(tmp_path / "s.yaml", "x", f"sqlite:///{tmp_path / 'm.db'}", tmp_path / "ray")
-    r = run_cli("submit", str(spec), "--address", f"http://127.0.0.1:{_free_port()}", timeout=120)
+    r = run_cli("submit", str(spec), "--address", f"http://127.0.0.1:{free_port()}", timeout=120)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().startswith("autopipe: error: --address") and "Traceback" not in r.stderr
