@@ -185,7 +185,6 @@ class BudgetSpec(_Strict):
     early_stop_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
     cost_cap_s: float | None = Field(default=None, gt=0.0)
     max_failures: int = Field(default=0, ge=0, le=100)
-    trial_timeout_s: float | None = Field(default=None, gt=0.0)
 
 
 class ResourcesSpec(_Strict):

@@ -170,12 +170,20 @@ class Tracker:
 
     # ------------------------------------------------------------------ reading
     def find_job_runs(self, job: str) -> list[Any]:
-        exp_id = self.experiment_id(job, create=False)
+        """Parent runs of job ``job``, newest first, in any experiment (``tracking.experiment``
+        may differ from the job name, and one experiment may hold several jobs)."""
+        if "'" in job:
+            raise TrackingError(f"--job must not contain quotes, but got {job!r}")
+        exps = self._call(
+            "search experiments", lambda: self.client.search_experiments(max_results=1000)
+        )
+        if not exps:
+            return []
         return self._call(
             "search runs",
             lambda: self.client.search_runs(
-                [exp_id],
-                filter_string=f"tags.`{M.TAG_ROLE}` = 'job'",
+                [e.experiment_id for e in exps],
+                filter_string=f"tags.`{M.TAG_ROLE}` = 'job' and tags.`{M.TAG_JOB}` = '{job}'",
                 order_by=["attributes.start_time DESC"],
                 max_results=1000,
             ),

@@ -3,6 +3,7 @@ traceback, and no Ray started."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -148,6 +149,46 @@ def test_missing_file_and_non_utf8(tmp_path: Path) -> None:
         load_spec(big)
     with pytest.raises(SpecError, match="is a directory|must be a file"):
         load_spec(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("algo", "options", "expected"),
+    [
+        (
+            "random",
+            {"warm_start": 3},
+            "search.options of 'random' must be among [], but got unknown ['warm_start']",
+        ),
+        ("autopipe", {"betta": 1}, "but got unknown ['betta']"),
+        ("autopipe", {"prior": "x"}, "but got unknown ['prior']"),
+    ],
+)
+def test_search_options_are_checked(algo: str, options: dict, expected: str) -> None:
+    from autopipe.tune.runner import make_core
+
+    spec = parse_spec(
+        {
+            "name": "o",
+            "dataset": {"task": "sort"},
+            "search": {"algorithm": algo, "options": options},
+        }
+    )
+    with pytest.raises(SpecError, match=re.escape(expected)):
+        make_core(spec, spec.to_space(), {})
+
+
+def test_search_options_reach_the_core() -> None:
+    from autopipe.tune.runner import make_core
+
+    spec = parse_spec(
+        {
+            "name": "o",
+            "dataset": {"task": "sort"},
+            "search": {"algorithm": "autopipe", "options": {"warm_start": 3, "budget": 7}},
+        }
+    )
+    core = make_core(spec, spec.to_space(), {})
+    assert core.warm_start == 3 and core.budget == 7  # the user's budget overrides max_trials
 
 
 def test_grpo_only_knobs_are_conditional() -> None:

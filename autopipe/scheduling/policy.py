@@ -106,13 +106,18 @@ def decide(reports: Sequence[dict[str, Any]], rules: StopRules) -> Verdict:
         )
     if len(reward) >= rules.patience and all(r == 0.0 for r in reward[-rules.patience :]):
         return Verdict(Decision.STOP_FAILED, f"reward stuck at zero for {rules.patience} reports")
+    if rules.trial_stops_itself:
+        # The trial's flagged report is its early point, whatever its fraction: a point past
+        # the end of SFT stops at the SFT/RL boundary, below the configured fraction.
+        if rules.early_stop_fraction < 1.0 and last.get(M.EARLY_STOPPED):
+            return Verdict(Decision.STOP_EARLY, "reached its early point (flagged by the trial)")
+        return Verdict(Decision.CONTINUE)
     frac = last.get(M.FRACTION)
-    reached = (
+    if (
         rules.early_stop_fraction < 1.0
         and _finite(frac)
         and frac >= rules.early_stop_fraction - 1e-9
-    )
-    if reached and (last.get(M.EARLY_STOPPED) or not rules.trial_stops_itself):
+    ):
         return Verdict(
             Decision.STOP_EARLY, f"reached the early-stop fraction {rules.early_stop_fraction:g}"
         )

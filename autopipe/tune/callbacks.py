@@ -79,15 +79,18 @@ class MLflowTrialCallback(Callback):
         return rid
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._run(trial)
+        self._safe(self._run, trial)
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
+        self.last[trial.trial_id] = dict(result)
+        self._safe(self._log_result, trial, result)
+
+    def _log_result(self, trial: Any, result: dict) -> None:
         rid = self._run(trial)
         step = int(result.get(M.GLOBAL_STEP, result.get("training_iteration", 0)))
         self.tracker.log_metrics(rid, {k: result[k] for k in LOGGED if k in result}, step)
-        self.last[trial.trial_id] = dict(result)
 
     def _finish(self, trial: Any, errored: bool, reason: str | None = None) -> None:
         rid = self._run(trial)

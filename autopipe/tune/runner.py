@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from autopipe import metrics as M
-from autopipe.errors import ClusterError
+from autopipe.errors import ClusterError, SpecError, TrackingError
 from autopipe.spec import JobSpec
 from autopipe.tracking import Tracker, data_dir
 
@@ -162,6 +162,11 @@ def check_resources(spec: JobSpec) -> None:
     total_cpu = sum(n["Resources"].get("CPU", 0) for n in nodes)
     total_gpu = sum(n["Resources"].get("GPU", 0) for n in nodes)
     w = spec.resources.workers_per_trial
+    if len(nodes) > 1 and not spec.storage:
+        raise ClusterError(
+            "storage must name a path shared by every node (or a URI such as s3://...) on a "
+            f"cluster of {len(nodes)} nodes, but got none (checkpoints would stay on one node)"
+        )
     if not fits:
         raise ClusterError(
             f"resources: a worker needs {need_cpu:g} CPU and {need_gpu:g} GPU, but no node of the "
@@ -293,22 +298,9 @@ def run_job(spec: JobSpec, address: str | None = None, verbose: int = 1) -> JobR
         f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
         {**common_tags, M.TAG_ROLE: "job", M.TAG_SEARCH: spec.search.algorithm},
     )
-    tracker.log_text(parent, json.dumps(space.to_json(), indent=1), M.ARTIFACT_SPACE)
-    tracker.log_text(parent, yaml.safe_dump(spec.dump(), sort_keys=False), M.ARTIFACT_SPEC)
-    tracker.log_text(parent, json.dumps(meta, indent=1, sort_keys=True), M.ARTIFACT_META)
-    tracker.log_params(
-        parent,
-        {
-            "search.algorithm": spec.search.algorithm,
-            "budget.max_trials": spec.budget.max_trials,
-            "budget.early_stop_fraction": spec.budget.early_stop_fraction,
-            "dataset": ds_tags[M.TAG_DATASET],
-            "model": spec.model.name,
-        },
-    )
     started = False
     result = JobResult(spec.name, exp_id, parent, tracker.uri, None, None, None)
-    ledger = Ledger(load_proxy(spec, meta))
+    ledger = Ledger()
     callback = MLflowTrialCallback(tracker, exp_id, parent, common_tags, space.constants, ledger)
     early = spec.budget.early_stop_fraction
     searcher = None
@@ -321,6 +313,20 @@ def run_job(spec: JobSpec, address: str | None = None, verbose: int = 1) -> JobR
         patience=spec.stopping.patience,
     )
     try:
+        tracker.log_text(parent, json.dumps(space.to_json(), indent=1), M.ARTIFACT_SPACE)
+        tracker.log_text(parent, yaml.safe_dump(spec.dump(), sort_keys=False), M.ARTIFACT_SPEC)
+        tracker.log_text(parent, json.dumps(meta, indent=1, sort_keys=True), M.ARTIFACT_META)
+        tracker.log_params(
+            parent,
+            {
+                "search.algorithm": spec.search.algorithm,
+                "budget.max_trials": spec.budget.max_trials,
+                "budget.early_stop_fraction": spec.budget.early_stop_fraction,
+                "dataset": ds_tags[M.TAG_DATASET],
+                "model": spec.model.name,
+            },
+        )
+        ledger.proxy_fn = load_proxy(spec, meta) or ledger.proxy_fn
         started = init_ray(spec, address)
         check_resources(spec)
         storage = storage_path(spec)
@@ -355,7 +361,6 @@ def run_job(spec: JobSpec, address: str | None = None, verbose: int = 1) -> JobR
         errored = True
         raise
     finally:
-        killed = {M.TAG_STATUS: M.STATUS_KILLED}
         open_trials = _unfinished(callback, tracker)
         for t in open_trials:
             callback.status[t] = M.STATUS_KILLED
@@ -364,18 +369,23 @@ def run_job(spec: JobSpec, address: str | None = None, verbose: int = 1) -> JobR
             searcher is not None and (searcher.finished_by_budget or searcher.exhausted)
         )
         result.interrupted = bool(open_trials) or not ended_by_itself
-        # Close the child runs the callback could not finish (Ctrl-C), then summarise.
-        for t in open_trials:
-            rid = callback.runs[t]
-            tracker.set_tags(rid, killed)
-            tracker.end_run(rid, "KILLED")
-        _summarise(result, callback, space.constants, tracker)
-        tracker.close_open("FAILED" if errored else "KILLED" if result.interrupted else "FINISHED")
-        if started:
-            import ray
+        try:
+            # Close the child runs the callback could not finish (Ctrl-C), then summarise.
+            for t in open_trials:
+                tracker.set_tags(callback.runs[t], {M.TAG_STATUS: M.STATUS_KILLED})
+                tracker.end_run(callback.runs[t], "KILLED")
+            _summarise(result, callback, space.constants, tracker)
+        except TrackingError as e:  # never hide the job's own error behind a tracking one
+            log.error("could not finish the MLflow records of the job: %s", e)
+        finally:
+            tracker.close_open(
+                "FAILED" if errored else "KILLED" if result.interrupted else "FINISHED"
+            )
+            if started:
+                import ray
 
-            ray.shutdown()
-        result.wall_s = time.time() - t0
+                ray.shutdown()
+            result.wall_s = time.time() - t0
     return result
 
 
@@ -384,17 +394,35 @@ def _unfinished(callback: Any, tracker: Tracker) -> list[str]:
 
 
 def make_core(spec: JobSpec, space: Any, meta: dict[str, float]) -> Any:
-    """The searcher's Ray-free core from the registry, with the job's prior when it names one."""
+    """The searcher's Ray-free core from the registry, with the job's prior when it names one.
+
+    ``search.options`` must be keyword arguments of the core (checked here, so a typo is a
+    one-line error); ``prior`` and ``meta`` come from ``history`` and the dataset, not options.
+    """
+    import inspect
+
     from autopipe.search import get_core_factory
 
-    factory = get_core_factory(spec.search.algorithm)
-    opts: dict[str, Any] = {}
-    if spec.search.algorithm == "autopipe":
-        opts.update(
-            prior=load_prior(spec), meta=meta, budget=spec.budget.max_trials, **spec.search.options
+    algo = spec.search.algorithm
+    factory = get_core_factory(algo)
+    params = inspect.signature(factory).parameters
+    allowed = sorted(
+        n
+        for n, p in params.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and n not in ("space", "seed", "prior", "meta")
+    )
+    unknown = sorted(set(spec.search.options) - set(allowed))
+    if unknown:
+        raise SpecError(
+            f"search.options of {algo!r} must be among {allowed}, but got unknown {unknown}"
         )
-    elif spec.search.options:
-        opts.update(spec.search.options)
+    opts: dict[str, Any] = {}
+    if "budget" in params:
+        opts["budget"] = spec.budget.max_trials
+    if algo == "autopipe":
+        opts.update(prior=load_prior(spec), meta=meta)
+    opts.update(spec.search.options)
     return factory(space, seed=spec.search.seed, **opts)
 
 
@@ -458,10 +486,9 @@ def _promote(
 
     from autopipe.tune.callbacks import PROMOTED_FROM_KEY, RESUME_KEY
 
-    rec_cfg = core.recommend() if hasattr(core, "recommend") else None
-    if rec_cfg is None:
-        best = core.best()
-        rec_cfg = best[0] if best else None
+    # Model-based cores recommend the best posterior mean as (config, mean); others the best seen.
+    rec = core.recommend() if hasattr(core, "recommend") else core.best()
+    rec_cfg = rec[0] if isinstance(rec, tuple) else rec
     if rec_cfg is None:
         log.warning("no trial produced a score; nothing to promote")
         return
@@ -487,12 +514,9 @@ def _promote(
             name=f"{run_name}-promote", storage_path=storage, callbacks=[callback], verbose=verbose
         ),
     )
+    before = set(callback.configs)
     tuner.fit()
-    promoted = [
-        t
-        for t, c in callback.configs.items()
-        if t not in ledger.trials or ledger.trials[t].status is None
-    ]
+    promoted = [t for t in callback.configs if t not in before]
     for t in promoted:
         result.promoted[t] = source.trial_id if source is not None else ""
         if source is not None and source.checkpoint:
@@ -584,7 +608,9 @@ def read_best(
     assert job is not None
     runs = tracker.find_job_runs(job)
     if not runs:
-        raise TrackingError(f"--job {job!r}: the experiment has no job runs")
+        raise TrackingError(
+            f"--job {job!r}: no run of this job in the tracking store at {tracker.uri}"
+        )
     for r in runs:
         text = tracker.read_text(r.info.run_id, M.ARTIFACT_BEST)
         if text is not None:

@@ -50,6 +50,9 @@ def test_early_point_needs_the_trials_own_flag() -> None:
     # A trainable that cannot stop itself is stopped as soon as the fraction is reached.
     rules = StopRules(early_stop_fraction=0.5, trial_stops_itself=False)
     assert decide([sft(0.6)], rules).decision is Decision.STOP_EARLY
+    # An early point past the end of SFT stops at the SFT/RL boundary, below the fraction: the
+    # trial's flag decides, not the fraction.
+    assert decide([sft(0.2, **{M.EARLY_STOPPED: 1.0})], RULES).decision is Decision.STOP_EARLY
     # early_stop_fraction 1.0 never stops early.
     assert decide([sft(1.0, **{M.EARLY_STOPPED: 1.0})], StopRules()).decision is Decision.CONTINUE
 

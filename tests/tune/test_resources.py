@@ -16,11 +16,12 @@ NODES = [
 ]  # a dead node does not count
 
 
-def _spec(**resources: object):
+def _spec(storage: str | None = "/mnt/shared/autopipe", **resources: object):
     return parse_spec(
         {
             "name": "r",
             "dataset": {"task": "sort"},
+            "storage": storage,
             "space": {"sft": {"lr": {"low": 1e-4, "high": 1e-3}}},
             "resources": resources,
         }
@@ -45,3 +46,11 @@ def test_rejected_up_front(monkeypatch: pytest.MonkeyPatch, resources: dict, mes
 def test_fits(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ray, "nodes", lambda: NODES)
     check_resources(_spec(workers_per_trial=3, cpus_per_worker=2))  # 2 + 2 on node 1, 2 on node 2
+
+
+def test_multi_node_needs_shared_storage(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ray, "nodes", lambda: NODES)
+    with pytest.raises(ClusterError, match="storage must name a path shared by every node"):
+        check_resources(_spec(storage=None))
+    monkeypatch.setattr(ray, "nodes", lambda: NODES[:1])
+    check_resources(_spec(storage=None))  # one node: local storage is fine
