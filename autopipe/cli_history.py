@@ -236,21 +236,3 @@ def cmd_prior_evaluate(args: argparse.Namespace) -> int:
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         res.to_csv(args.csv, index=False)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point over just these subcommands (the full CLI is ``autopipe``)."""
-    from autopipe.errors import AutoPipeError
-
-    parser = argparse.ArgumentParser(prog="autopipe")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except AutoPipeError as e:
-        print(f"autopipe: error: {e}", file=sys.stderr)
-        return e.exit_code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,7 +15,7 @@ from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from autopipe.cli_predictor import main as cli_main  # noqa: E402
+from autopipe.cli import main as cli_main  # noqa: E402
 from autopipe.history.runtable import read_run_table  # noqa: E402
 from autopipe.predictor.model import EarlyPredictor, PredictorConfig  # noqa: E402
 

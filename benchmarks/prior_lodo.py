@@ -16,7 +16,7 @@ import numpy as np
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from autopipe.cli_history import main as cli_main  # noqa: E402
+from autopipe.cli import main as cli_main  # noqa: E402
 from autopipe.history.runtable import read_run_table  # noqa: E402
 from autopipe.prior.ranker import RankerConfig, RankingPrior  # noqa: E402
 

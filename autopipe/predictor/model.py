@@ -31,6 +31,7 @@ from autopipe.history.metafeatures import FeatureFilter, select_meta_features
 from autopipe.history.model import META_PREFIX, History, Y, configs_to_frame
 from autopipe.predictor.features import FRACTION_TOL, PrefixFeaturizer
 from autopipe.prior.ranker import RankingPrior
+from autopipe.sidecar import read_sidecar
 from autopipe.space import Space
 
 FORMAT = "autopipe-predictor/1"
@@ -456,15 +457,7 @@ class EarlyPredictor:
         from xgboost import XGBRegressor
 
         root = Path(path)
-        file = root / SIDECAR
-        if not file.is_file():
-            raise DataError(f"{file}: predictor sidecar is missing")
-        try:
-            d = json.loads(file.read_text())
-        except json.JSONDecodeError as e:
-            raise DataError(f"{file}: not valid JSON ({e.msg} at line {e.lineno})") from None
-        if d.get("format") != FORMAT:
-            raise DataError(f"{file}: format must be {FORMAT!r}, but got {d.get('format')!r}")
+        d = read_sidecar(root, SIDECAR, FORMAT, "predictor")
         model = cls(
             space=Space.from_json(d["space"]),
             featurizer=PrefixFeaturizer(
@@ -495,7 +488,7 @@ class EarlyPredictor:
                 )
             model.members.append(m)
         if not model.members:
-            raise DataError(f"{file}: models must name at least one model file, but got none")
+            raise DataError(f"{root / SIDECAR}: models must name at least one model file, but got none")
         return model
 
 

@@ -23,6 +23,7 @@ from scipy.stats import rankdata
 from autopipe.errors import DataError
 from autopipe.history.metafeatures import FeatureFilter, select_meta_features
 from autopipe.history.model import META_PREFIX, History, configs_to_frame
+from autopipe.sidecar import read_sidecar
 from autopipe.space import Space
 
 FORMAT = "autopipe-prior/1"
@@ -275,15 +276,7 @@ class RankingPrior:
         import xgboost as xgb
 
         root = Path(path)
-        file = root / SIDECAR
-        if not file.is_file():
-            raise DataError(f"{file}: prior sidecar is missing")
-        try:
-            d = json.loads(file.read_text())
-        except json.JSONDecodeError as e:
-            raise DataError(f"{file}: not valid JSON ({e.msg} at line {e.lineno})") from None
-        if d.get("format") != FORMAT:
-            raise DataError(f"{file}: format must be {FORMAT!r}, but got {d.get('format')!r}")
+        d = read_sidecar(root, SIDECAR, FORMAT, "prior")
         space = Space.from_json(d["space"])
         meta_filter = FeatureFilter.from_json(d["meta_filter"])
         boosters = []

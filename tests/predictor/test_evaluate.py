@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from autopipe import metrics
-from autopipe.cli_predictor import main as cli_main
+from autopipe.cli import main as cli_main
 from autopipe.errors import DataError
 from autopipe.history.model import History
 from autopipe.history.runtable import write_run_table

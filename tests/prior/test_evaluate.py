@@ -134,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
 def test_cli_fit_evaluate_and_single_task_exit(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], make_table: Any
 ) -> None:
-    from autopipe.cli_history import main
+    from autopipe.cli import main
 
     table = write_run_table(make_table(n_tasks=3), tmp_path / "syn")
     args = _parser().parse_args(

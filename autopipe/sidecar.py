@@ -1,0 +1,25 @@
+"""Reading the JSON sidecar that describes a saved model folder (the prior, the predictor):
+one-line errors naming the file. Models themselves are XGBoost files; nothing is pickled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from autopipe.errors import DataError
+
+
+def read_sidecar(root: str | Path, name: str, fmt: str, what: str) -> dict[str, Any]:
+    """The sidecar ``root/name`` as a dict; its ``format`` must be ``fmt``."""
+    file = Path(root) / name
+    if not file.is_file():
+        raise DataError(f"{file}: {what} sidecar is missing")
+    try:
+        d = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{file}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(d, dict) or d.get("format") != fmt:
+        got = d.get("format") if isinstance(d, dict) else type(d).__name__
+        raise DataError(f"{file}: format must be {fmt!r}, but got {got!r}")
+    return d
