@@ -20,7 +20,9 @@ from autopipe.history.model import History, concat_histories
 def register(subparsers: Any) -> None:
     """Add ``history {show,export}`` and ``prior {fit,evaluate}`` to ``subparsers``."""
     hist = subparsers.add_parser("history", help="inspect and export offline run histories")
-    hsub = hist.add_subparsers(dest="history_command", metavar="{show,export}", required=True)
+    hsub = hist.add_subparsers(
+        dest="history_command", metavar="{show,export,generate}", required=True
+    )
 
     show = hsub.add_parser("show", help="summarize a run table or an MLflow experiment")
     show.add_argument("source", help="run table folder, or mlflow:EXPERIMENT")
@@ -38,6 +40,33 @@ def register(subparsers: Any) -> None:
         "--tracking-uri", default=None, help="MLflow tracking URI (for mlflow: sources)"
     )
     exp.set_defaults(func=cmd_history_export)
+
+    gen = hsub.add_parser(
+        "generate",
+        help="run real SFT -> RL trials over a space-filling design of built-in tasks "
+        "(resumes from MLflow)",
+    )
+    gen.add_argument(
+        "--job",
+        default="jobs/demo.yaml",
+        help="template job: model, search space, evaluation, resources (default jobs/demo.yaml)",
+    )
+    gen.add_argument("--tasks", nargs="+", default=None, help="built-in tasks (default: corpus)")
+    gen.add_argument("--configs-per-task", type=int, default=48, help="design size per task")
+    gen.add_argument(
+        "--replicates", type=int, default=8, help="design points trained with extra seeds"
+    )
+    gen.add_argument("--seeds", type=int, default=3, help="seeds per replicated point")
+    gen.add_argument("--seed", type=int, default=0, help="design and base training seed")
+    gen.add_argument("--experiment", default="tinypost", help="MLflow experiment to write")
+    gen.add_argument("--prefix", default=None, help="job name prefix (default: the experiment)")
+    gen.add_argument("--max-concurrent", type=int, default=2, help="trials at a time")
+    gen.add_argument(
+        "--n-train", type=int, default=None, help="SFT set size for every task (default: per task)"
+    )
+    gen.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
+    gen.add_argument("--dry-run", action="store_true", help="print what is left to run and stop")
+    gen.set_defaults(func=cmd_history_generate)
 
     prior = subparsers.add_parser(
         "prior", help="fit and evaluate the dataset-conditioned ranking prior"
@@ -169,6 +198,83 @@ def cmd_history_export(args: argparse.Namespace) -> int:
         ),
     )
     print(f"wrote {len(h.runs)} runs of {len(h.tasks)} tasks to {out}")
+    return 0
+
+
+def cmd_history_generate(args: argparse.Namespace) -> int:
+    from autopipe.history import generate as G
+    from autopipe.spec import load_spec
+    from autopipe.tasks import TASKS
+
+    template = load_spec(args.job)
+    if args.tracking_uri:
+        template.tracking.uri = args.tracking_uri
+    tasks = args.tasks or list(G.CORPUS_TASKS)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise DataError(f"--tasks must be built-in tasks {sorted(TASKS)}, but got {unknown}")
+    if args.max_concurrent < 1:
+        raise DataError(f"--max-concurrent must be >= 1, but got {args.max_concurrent}")
+    if args.n_train is not None and args.n_train < 1:
+        raise DataError(f"--n-train must be >= 1, but got {args.n_train}")
+    prefix = args.prefix or args.experiment
+    space = template.to_space()
+    jobs = G.plan(space, tasks, args.configs_per_task, args.replicates, args.seeds, args.seed)
+    G.resolve_todo(jobs, space, template.tracking.uri, args.experiment, prefix)
+    total = sum(len(j.configs) for j in jobs)
+    left = sum(len(j.todo) for j in jobs)
+    print(
+        f"history generate: {len(jobs)} jobs, {total} trials planned, {total - left} already "
+        f"in mlflow:{args.experiment}, {left} to run"
+    )
+    if args.dry_run:
+        for j in jobs:
+            print(f"  {j.name(prefix)}: {j.done}/{len(j.configs)} done")
+        return 0
+    if left == 0:
+        return 0
+    from autopipe.tune.runner import local_ray_env
+
+    local_ray_env()  # before Ray is imported
+    import ray
+
+    from autopipe.tune.runner import check_resources, init_ray
+
+    t0 = time.time()
+    # One embedded Ray for every job of the plan (run_job leaves a Ray it did not start running).
+    started = init_ray(template, None)
+    try:
+        check_resources(template)
+        return _generate(jobs, template, prefix, args, t0)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _generate(
+    jobs: list[Any], template: Any, prefix: str, args: argparse.Namespace, t0: float
+) -> int:
+    from autopipe.history import generate as G
+    from autopipe.tune.runner import run_job
+
+    for j in jobs:
+        if not j.todo:
+            continue
+        spec = G.job_spec(template, j, prefix, args.experiment, args.max_concurrent, args.n_train)
+        res = run_job(spec, verbose=0)
+        ok = sum(1 for v in res.statuses.values() if v == "completed")
+        print(
+            f"{j.name(prefix)}: {len(j.todo)} trials, {ok} completed, "
+            f"{res.wall_s:.0f} s (total {time.time() - t0:.0f} s)",
+            flush=True,
+        )
+        if res.interrupted:
+            print("history generate: interrupted; run the same command again to resume")
+            return 130
+    print(
+        f"history generate: done in {time.time() - t0:.0f} s; export with `autopipe history "
+        f"export --from mlflow:{args.experiment} --out DIR`"
+    )
     return 0
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from autopipe.errors import DataError
 
 ANSWER_KINDS = ("number", "choice", "text")
+PUBMEDQA_LABELS = ("yes", "no", "maybe")
 
 
 @dataclass(frozen=True)
@@ -212,7 +213,7 @@ def _count(rng: random.Random) -> Example:
 
 
 def _parity(rng: random.Random) -> Example:
-    bits = "".join(rng.choice("01") for _ in range(rng.randint(3, 7)))
+    bits = "".join(rng.choice("01") for _ in range(rng.randint(4, 9)))
     return Example(f"parity {bits}:", "odd" if bits.count("1") % 2 else "even")
 
 
@@ -223,6 +224,46 @@ def _choice_task(rng: random.Random) -> Example:
     best = letters[opts.index(max(opts))]
     body = " ".join(f"{letter}){v}" for letter, v in zip(letters, opts, strict=True))
     return Example(f"max {body}?", best)
+
+
+def _sub(rng: random.Random) -> Example:
+    # Subtraction with negative answers: a different answer format from addition.
+    a, b = rng.randint(0, 20), rng.randint(0, 20)
+    return Example(f"{a}-{b}=", str(a - b))
+
+
+def _shift(rng: random.Random) -> Example:
+    # Caesar shift by one over a-h (h wraps to a): a string transformation unlike reversal.
+    s = "".join(rng.choice("abcdefgh") for _ in range(rng.randint(3, 6)))
+    return Example(f"shift {s}:", "".join("abcdefgh"[("abcdefgh".index(c) + 1) % 8] for c in s))
+
+
+def _dup(rng: random.Random) -> Example:
+    # Double every letter: answers twice as long as the prompt's string (up to 10 characters).
+    s = "".join(rng.choice("abcdef") for _ in range(rng.randint(2, 5)))
+    return Example(f"dup {s}:", "".join(c + c for c in s))
+
+
+def _maxd(rng: random.Random) -> Example:
+    # The largest digit of a 3-8 digit string: a number answer without arithmetic.
+    xs = "".join(rng.choice("0123456789") for _ in range(rng.randint(3, 8)))
+    return Example(f"max {xs}:", max(xs))
+
+
+_YNM: list[Example] = []
+
+
+def _ynm(rng: random.Random) -> Example:
+    # Yes/no/maybe from PubMedQA PQA-L's expert-labelled questions (shortened; see
+    # autopipe/data/make_pubmedqa_ynm.py): a noisy-label task whose best score is near the
+    # majority class, unlike the clean synthetic ones.
+    if not _YNM:
+        path = Path(__file__).with_name("data") / "pubmedqa_ynm.jsonl"
+        with path.open(encoding="utf-8") as f:
+            for line in f:
+                row = json.loads(line)
+                _YNM.append(Example(f"q {row['q']}?", row["label"]))
+    return rng.choice(_YNM)
 
 
 TASKS: dict[str, BuiltinTask] = {
@@ -241,7 +282,7 @@ TASKS: dict[str, BuiltinTask] = {
         BuiltinTask("reverse", "reverse a 3-5 letter string", _reverse, "text"),
         BuiltinTask("count", "count the a's in a string of a/b", _count, "number"),
         BuiltinTask(
-            "parity", "parity of a bit string (odd/even)", _parity, "choice", ("odd", "even")
+            "parity", "parity of a 4-9 bit string (odd/even)", _parity, "choice", ("odd", "even")
         ),
         BuiltinTask(
             "mcq",
@@ -249,6 +290,19 @@ TASKS: dict[str, BuiltinTask] = {
             _choice_task,
             "choice",
             ("a", "b", "c", "d"),
+        ),
+        BuiltinTask(
+            "sub", "subtraction of numbers up to 20 (answers may be negative)", _sub, "number"
+        ),
+        BuiltinTask("shift", "shift each letter of a-h by one (h -> a)", _shift, "text"),
+        BuiltinTask("dup", "double every letter of a 2-5 letter string", _dup, "text"),
+        BuiltinTask("maxd", "the largest digit of a 3-8 digit string", _maxd, "number"),
+        BuiltinTask(
+            "ynm",
+            "yes/no/maybe: PubMedQA questions, shortened, with their expert labels",
+            _ynm,
+            "choice",
+            PUBMEDQA_LABELS,
         ),
     )
 }
@@ -376,9 +430,6 @@ def load_file(
         records.append(Example(str(row[prompt_field]), str(row[answer_field])))
     kind, choices = _infer_kind([r.answer for r in records])
     return _split(name, records, n_train, n_rl, n_eval, seed, kind, choices)
-
-
-PUBMEDQA_LABELS = ("yes", "no", "maybe")
 
 
 def load_pubmedqa(path: Path, n_train: int, n_rl: int, n_eval: int, seed: int) -> TaskData:

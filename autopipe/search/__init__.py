@@ -12,6 +12,8 @@ from typing import Any
 _REGISTRY: dict[str, str] = {
     "random": "autopipe.search.core:RandomCore",
     "grid": "autopipe.search.core:GridCore",
+    # A fixed list of configurations, in order; options: configs.
+    "design": "autopipe.search.core:DesignCore",
     # Prior warm start + residual GP-UCB; options: prior, meta, budget, warm_start, guard, ...
     "autopipe": "autopipe.search.autopipe_core:AutoPipeCore",
     # Baseline: plain GP + log EI, no prior; options: budget, warm_start, max_fit_iter.

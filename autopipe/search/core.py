@@ -148,3 +148,38 @@ class GridCore(ProposalCore):
     def _load_extra_state(self, extra: dict[str, Any]) -> None:
         self._next = int(extra["next"])
         self._order = [int(i) for i in extra["order"]]
+
+
+class DesignCore(ProposalCore):
+    """A fixed list of configurations (``search.options.configs``), proposed in order: an
+    experimental design, a re-run of chosen configurations, or the history generator's plan.
+    Every configuration is checked against the space up front."""
+
+    name = "design"
+
+    def __init__(self, space: Space, seed: int = 0, configs: list[dict[str, Any]] | None = None):
+        super().__init__(space, seed)
+        if not configs or not isinstance(configs, list):
+            from autopipe.errors import SpecError
+
+            raise SpecError(
+                "search.options.configs must be a non-empty list of configurations for "
+                f"search.algorithm 'design', but got {configs!r}"
+            )
+        self._configs = [
+            space.validate(c, where=f"search.options.configs[{i}]") for i, c in enumerate(configs)
+        ]
+        self._next = 0
+
+    def _propose(self) -> dict[str, Any] | None:
+        if self._next >= len(self._configs):
+            return None
+        cfg = self._configs[self._next]
+        self._next += 1
+        return dict(cfg)
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"next": self._next}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        self._next = int(extra["next"])
