@@ -71,6 +71,7 @@ TAG_PROMOTED_FROM = (
     "autopipe.promoted_from"  # on a promoted run: the early-stopped trial it resumed
 )
 TAG_COST_SAVED = "autopipe.cost_saved_s"  # on a promoted run: trial-seconds not recomputed
+TAG_TUNE_PATH = "autopipe.tune_path"  # on the parent run: its Ray Tune experiment (--resume)
 PARAM_PREFIX = ""  # child-run params are the configuration's own (dotted) names
 ARTIFACT_SPACE = "space.json"  # on the parent run: Space.to_json() of the job's search space
 ARTIFACT_SPEC = "job.yaml"  # on the parent run: the validated job spec

@@ -231,10 +231,53 @@ class StoppingSpec(_Strict):
     patience: int = Field(default=5, ge=1, le=1000)
 
 
+class RewardSpec(_Strict):
+    name: str
+    weight: float = Field(default=1.0, gt=0.0, le=100.0)
+
+
 class EvalSpec(_Strict):
     samples: int = Field(default=4, ge=1, le=64)
     temperature: float = Field(default=0.8, ge=0.0, le=5.0)
     reward_format_weight: float = Field(default=0.1, ge=0.0, le=1.0)
+    # GRPO rewards: built-in names or explicit "module:function" (autopipe.rewards); without it,
+    # exact_match (weight 1) plus format (weight reward_format_weight, when > 0).
+    rewards: list[str | RewardSpec] | None = None
+
+    @field_validator("rewards")
+    @classmethod
+    def _rewards(cls, v: list[str | RewardSpec] | None) -> list[str | RewardSpec] | None:
+        from autopipe.rewards import load
+
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("must list at least one reward, but got []")
+        names = [r if isinstance(r, str) else r.name for r in v]
+        for i, name in enumerate(names):
+            try:
+                load(name, f"entry {i}")
+            except SpecError as e:
+                raise ValueError(str(e)) from None
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"must name each reward once, but {dup[0]!r} is repeated")
+        return v
+
+    @model_validator(mode="after")
+    def _format_weight(self) -> EvalSpec:
+        if self.rewards is not None and "reward_format_weight" in self.model_fields_set:
+            raise ValueError(
+                "reward_format_weight applies only without eval.rewards; give the weight of "
+                "'format' in eval.rewards instead"
+            )
+        return self
+
+    def reward_list(self) -> list[tuple[str, float]] | None:
+        """``(name, weight)`` of each reward, or ``None`` for the default rewards."""
+        if self.rewards is None:
+            return None
+        return [(r, 1.0) if isinstance(r, str) else (r.name, r.weight) for r in self.rewards]
 
 
 class JobSpec(_Strict):
@@ -458,7 +501,8 @@ def _short(v: Any) -> str:
 
 def _is_union_tag(x: Any) -> bool:
     return isinstance(x, str) and (
-        x in {"Range", "Grid", "Choice", "float", "int", "str", "bool", "list[...]", "none"}
+        x in {"Range", "Grid", "Choice", "RewardSpec", "float", "int", "str", "bool", "list[...]"}
+        or x == "none"
         or x.startswith(("function-", "literal[", "nullable["))
     )
 

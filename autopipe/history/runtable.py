@@ -101,9 +101,13 @@ def _read_space_json(file: Path) -> dict[str, Any]:
     if not file.is_file():
         raise DataError(f"{file}: file is missing")
     try:
-        d = json.loads(file.read_text())
+        d = json.loads(file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise DataError(f"{file}: must be UTF-8 text, but byte {e.start} is not") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{file}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise DataError(f"{file}: not valid JSON (nested too deeply)") from None
     if not isinstance(d, Mapping):
         raise DataError(f"{file}: must hold a JSON object, but got {type(d).__name__}")
     unknown = sorted(set(d) - set(SPACE_KEYS))
@@ -127,12 +131,30 @@ def _read_space_json(file: Path) -> dict[str, Any]:
     parsed = []
     for i, p in enumerate(params):
         name = p.get("name") if isinstance(p, Mapping) else None
+        where = f"{file}: parameter column {name if name else i!r}"
+        if isinstance(p, Mapping):
+            _check_param_json(where, p)
         try:
             parsed.append(Param.from_json(p, "params"))
         except SpaceError as e:
-            raise DataError(f"{file}: parameter column {name if name else i!r}: {e}") from None
+            raise DataError(f"{where}: {e}") from None
+        except (TypeError, ValueError) as e:  # a value of a JSON type the space cannot use
+            raise DataError(f"{where}: malformed entry {p!r} ({e})") from None
+    constants = d.get("constants")
+    if constants is not None and not isinstance(constants, Mapping):
+        raise DataError(f"{file}: constants must be a JSON object, but got {constants!r}")
+    seen: set[str] = set()
+    for p in parsed:
+        # Activity is decided in column order, so a condition names an earlier parameter (this
+        # also rules out a parameter conditional on itself, or two on each other).
+        if p.condition is not None and p.condition.param not in seen:
+            raise DataError(
+                f"{file}: parameter column {p.name!r}: condition.param must name an earlier "
+                f"parameter, but got {p.condition.param!r}"
+            )
+        seen.add(p.name)
     try:
-        space = Space(parsed, dict(d.get("constants") or {}))
+        space = Space(parsed, dict(constants or {}))
     except SpaceError as e:
         raise DataError(f"{file}: {e}") from None
     return {
@@ -146,15 +168,47 @@ def _read_space_json(file: Path) -> dict[str, Any]:
     }
 
 
+def _check_param_json(where: str, p: Mapping[str, Any]) -> None:
+    """JSON types of one ``params`` entry (the space checks the values themselves)."""
+    for key in ("values", "choices"):
+        v = p.get(key)
+        if v is not None and not isinstance(v, list):
+            raise DataError(f"{where}: {key} must be a JSON list, but got {v!r}")
+    for key in ("low", "high"):
+        v = p.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise DataError(f"{where}: {key} must be a number, but got {v!r}")
+    if "log" in p and not isinstance(p["log"], bool):
+        raise DataError(f"{where}: log must be true or false, but got {p['log']!r}")
+    cond = p.get("condition")
+    if cond is not None and (
+        not isinstance(cond, Mapping)
+        or not isinstance(cond.get("param"), str)
+        or not isinstance(cond.get("values"), list)
+    ):
+        raise DataError(
+            f"{where}: condition must be {{param: name, values: [...]}}, but got {cond!r}"
+        )
+
+
 # --------------------------------------------------------------------------- parquet helpers
 def _read_parquet(file: Path) -> pd.DataFrame:
+    """Parquet through pyarrow only (never pickle): a corrupt or foreign file is a DataError."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     if not file.is_file():
         raise DataError(f"{file}: file is missing")
     try:
-        return pd.read_parquet(file)
-    except (OSError, ValueError) as e:
+        table = pq.read_table(file)
+        names = table.column_names
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise DataError(f"{file}: column names must be unique, but got {dup[0]!r} twice")
+        return table.to_pandas()
+    except (OSError, ValueError, TypeError, NotImplementedError, pa.ArrowException) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"{file}: cannot read parquet ({first})") from None
+        raise DataError(f"{file}: cannot read parquet ({first[:300]})") from None
 
 
 def _require(file: Path, df: pd.DataFrame, columns: list[str]) -> None:
@@ -175,6 +229,13 @@ def _first_bad(df: pd.DataFrame, mask: np.ndarray, col: str) -> str:
 
 
 def _numeric(file: Path | str, df: pd.DataFrame, col: str) -> np.ndarray:
+    if not pd.api.types.is_numeric_dtype(df[col]):
+        # Text where numbers belong is a wrong column type, even when it would parse ("" -> NaN).
+        text = df[col].map(lambda v: isinstance(v, (str, bytes))).to_numpy(dtype=bool)
+        if text.any():
+            raise DataError(
+                f"{file}: column {col!r} must be numeric, but got text {_first_bad(df, text, col)}"
+            )
     try:
         return pd.to_numeric(df[col], errors="raise").to_numpy(dtype=float)
     except (TypeError, ValueError):
@@ -222,6 +283,14 @@ def _read_runs(
 ) -> pd.DataFrame:
     df = _read_parquet(file)
     _require(file, df, ["run_id", "task", "seed", *space.names, y_column, cost_column, STATUS])
+    for internal, column in ((Y, y_column), (COST, cost_column)):
+        if column != internal and internal in df.columns:
+            raise DataError(
+                f"{file}: column {internal!r} is reserved when the objective/cost columns are "
+                f"{y_column!r}/{cost_column!r}; rename it"
+            )
+    if y_column == cost_column:
+        raise DataError(f"{file}: objective and cost must be different columns, both {y_column!r}")
     df = (
         df.rename(columns={y_column: Y, cost_column: COST})
         if (y_column, cost_column) != (Y, COST)

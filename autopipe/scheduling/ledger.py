@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from autopipe import metrics as M
@@ -126,3 +126,22 @@ class Ledger:
 
     def spent_s(self) -> float:
         return sum(r.cost_s for r in self.trials.values())
+
+    # ------------------------------------------------------------------ state
+    STATE_VERSION = 1
+
+    def state(self) -> dict[str, Any]:
+        """Every trial's record as a versioned, JSON-able dict (the proxy function is code, not
+        state: the job rebuilds it from its spec)."""
+        return {"version": self.STATE_VERSION, "trials": [asdict(r) for r in self.trials.values()]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Replace the records in place: the scheduler and the callback hold this same object."""
+        if state.get("version") != self.STATE_VERSION:
+            raise ValueError(
+                f"ledger state version must be {self.STATE_VERSION}, but got {state.get('version')}"
+            )
+        self.trials.clear()
+        for d in state["trials"]:
+            rec = TrialRecord(**d)
+            self.trials[rec.trial_id] = rec

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import math
 import os
 import random
@@ -32,6 +33,8 @@ from autopipe.tasks import (
 
 # metrics: dict of metric name -> value; checkpoint: a local directory to persist, or None
 Reporter = Callable[[dict[str, Any], "str | None"], None]
+
+log = logging.getLogger(__name__)
 
 # TRL log keys -> our metric names (producer side of autopipe.metrics)
 _LOG_KEYS = {
@@ -78,6 +81,7 @@ class TrialSettings:
     eval_samples: int = 4
     eval_temperature: float = 0.8
     reward_format_weight: float = 0.1
+    rewards: list[tuple[str, float]] | None = None  # (name, weight) of autopipe.rewards
     deepspeed: int | None = None
     threads: int | None = None
     seed: int = 0
@@ -439,9 +443,14 @@ def run_grpo(
         remove_unused_columns=False,
         shuffle_dataset=True,
     )
-    funcs = make_reward_funcs(data.answer_kind, data.choices, settings.reward_format_weight)
-    if len(funcs) > 1:
-        args["reward_weights"] = [1.0, 1.0]
+    if settings.rewards is not None:  # named in the spec (eval.rewards)
+        from autopipe.rewards import build
+
+        funcs, args["reward_weights"] = build(settings.rewards, data.answer_kind, data.choices)
+    else:
+        funcs = make_reward_funcs(data.answer_kind, data.choices, settings.reward_format_weight)
+        if len(funcs) > 1:
+            args["reward_weights"] = [1.0, 1.0]
     ds = Dataset.from_list([{"prompt": e.prompt, "answer": e.answer} for e in data.rl])
     trainer = GRPOTrainer(
         model=model_dir,
@@ -535,14 +544,34 @@ def _barrier() -> None:
 
 
 def release_memory() -> None:
-    """Free model and optimizer memory between trials in one process."""
+    """Free model and optimizer memory between trials in one process: collect the reference
+    cycles trainers leave (callbacks, accelerate state), return freed heap pages to the OS
+    (glibc), and on CUDA empty the allocator's cache and log what stays allocated."""
     gc.collect()
+    _malloc_trim()
     try:
         import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
     except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        log.info(
+            "CUDA memory after release: %d bytes allocated, %d reserved",
+            torch.cuda.memory_allocated(),
+            torch.cuda.memory_reserved(),
+        )
+
+
+def _malloc_trim() -> None:
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or not name.startswith("libc.so"):  # glibc only (not musl, not macOS)
+        return
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError):
         return
 
 

@@ -54,6 +54,14 @@ class MLflowTrialCallback(Callback):
         self.runs: dict[str, str] = {}  # trial_id -> MLflow run id
         self.status: dict[str, str] = {}
         self.last: dict[str, dict[str, Any]] = {}
+        # Set by resume_from (a job resumed after its driver died): trial_id -> metric -> last
+        # step MLflow already holds; trials whose MLflow record is final; trials not yet matched
+        # with the restored Tune experiment.
+        self.logged_steps: dict[str, dict[str, int]] = {}
+        self.done: set[str] = set()
+        self._preloaded: set[str] = set()
+        self._seen: set[str] = set()
+        self._reconcile_pending = False
 
     def _run(self, trial: Any) -> str:
         rid = self.runs.get(trial.trial_id)
@@ -79,7 +87,70 @@ class MLflowTrialCallback(Callback):
         return rid
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._seen.add(trial.trial_id)
         self._safe(self._run, trial)
+
+    # ------------------------------------------------------------------ resume
+    def resume_from(self, trials: dict[str, Any]) -> None:
+        """Adopt the MLflow child runs of a previous execution (``resume.TrialRun`` by trial id):
+        their trials keep their run, and steps MLflow already holds are not logged again."""
+        for tid, t in trials.items():
+            self.runs[tid] = t.run_id
+            self.logged_steps[tid] = dict(t.steps)
+            self._preloaded.add(tid)
+            if t.done:
+                self.done.add(tid)
+                self.status[tid] = t.status
+                self.last[tid] = dict(t.last)
+        self._reconcile_pending = True
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        self._seen.update(t.trial_id for t in trials)
+        if self._reconcile_pending:
+            self._reconcile_pending = False
+            self._safe(self._reconcile, trials)
+
+    def _reconcile(self, trials: list) -> None:
+        """Match the restored Tune trials with MLflow before any of them runs again."""
+        from ray.tune.experiment import Trial
+
+        from autopipe.tune.resume import reopen_run
+
+        for trial in trials:
+            tid = trial.trial_id
+            self.configs.setdefault(
+                tid, {k: v for k, v in trial.config.items() if k not in RESERVED}
+            )
+            rid = self.runs.get(tid)
+            if rid is None:
+                continue
+            ended = trial.status in (Trial.TERMINATED, Trial.ERROR)
+            if tid in self.done:
+                if not ended:
+                    # Tune's checkpoint predates the trial's end: the trainable replays its final
+                    # report; the ledger must hold the decision the scheduler made then.
+                    rec = self.ledger.get(tid)
+                    rec.status = self.status[tid]
+                    proxy = self.last[tid].get(M.PROXY)
+                    if rec.status == M.STATUS_EARLY_STOPPED and isinstance(proxy, float):
+                        rec.proxy = proxy
+                continue
+            if ended:  # Tune recorded the end, MLflow did not: record it now
+                self._finish(trial, trial.status == Trial.ERROR)
+            else:
+                reopen_run(self.tracker, rid)
+
+    def drop_orphans(self) -> list[str]:
+        """Delete the unfinished MLflow runs of trials the restored Tune experiment does not know
+        (started after its last checkpoint): Tune runs their configurations again as new trials."""
+        from autopipe.tune.resume import delete_run
+
+        orphans = [t for t in self._preloaded - self._seen if t not in self.done and t in self.runs]
+        for tid in orphans:
+            self._safe(delete_run, self.tracker, self.runs.pop(tid))
+            self.status.pop(tid, None)
+            self.last.pop(tid, None)
+        return orphans
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
@@ -90,9 +161,14 @@ class MLflowTrialCallback(Callback):
     def _log_result(self, trial: Any, result: dict) -> None:
         rid = self._run(trial)
         step = int(result.get(M.GLOBAL_STEP, result.get("training_iteration", 0)))
-        self.tracker.log_metrics(rid, {k: result[k] for k in LOGGED if k in result}, step)
+        # A resumed trial reports again from its last checkpoint: skip what MLflow already has.
+        floor = self.logged_steps.get(trial.trial_id, {})
+        values = {k: result[k] for k in LOGGED if k in result and step > floor.get(k, -1)}
+        self.tracker.log_metrics(rid, values, step)
 
     def _finish(self, trial: Any, errored: bool, reason: str | None = None) -> None:
+        if trial.trial_id in self.done:  # ended before a resume: its MLflow record is final
+            return
         rid = self._run(trial)
         result = self.last.get(trial.trial_id) or trial.last_result or None
         rec = self.ledger.trials.get(trial.trial_id)

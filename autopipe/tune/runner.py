@@ -45,6 +45,12 @@ WORKER_ENV = {
 }
 
 
+# Ray's resource of the head node; each trial driver takes a tiny share of it.
+# NOTE: 1e-4 is Ray's resource granularity: up to 10,000 concurrent trial drivers.
+HEAD_RESOURCE = "node:__internal_head__"
+HEAD_SHARE = 1e-4
+
+
 @dataclass
 class JobResult:
     job: str
@@ -77,6 +83,7 @@ def trial_settings(spec: JobSpec) -> dict[str, Any]:
         eval_samples=spec.eval.samples,
         eval_temperature=spec.eval.temperature,
         reward_format_weight=spec.eval.reward_format_weight,
+        rewards=spec.eval.reward_list(),
         deepspeed=spec.resources.deepspeed,
         threads=threads,
         seed=spec.seed,
@@ -136,6 +143,8 @@ def init_ray(spec: JobSpec, address: str | None) -> bool:
     # local instance.
     local_ray_env()
     ray.init(
+        # "local" always starts a new instance: never attach to another Ray this machine runs.
+        address="local",
         include_dashboard=True,
         dashboard_host="127.0.0.1",
         runtime_env=runtime_env,
@@ -182,12 +191,19 @@ def check_resources(spec: JobSpec) -> None:
 
 
 def make_trainable(
-    spec: JobSpec, constants: dict[str, Any], storage: str, full_fidelity: bool = False
+    spec: JobSpec,
+    constants: dict[str, Any],
+    storage: str,
+    full_fidelity: bool = False,
+    replay: dict[str, dict[str, Any]] | None = None,
 ) -> Any:
     """A Tune function trainable that runs one trial as a Ray Train ``TorchTrainer``.
 
     ``full_fidelity`` runs trials to the end whatever the early-stop fraction (promotion); a
-    config holding ``RESUME_KEY`` resumes that checkpoint instead of starting over.
+    config holding ``RESUME_KEY`` resumes that checkpoint instead of starting over. A trial in
+    ``replay`` (resume: it ended before the driver died, after Tune's last checkpoint) only
+    reports its recorded final result again. A restarted trial's Train run (same name, same
+    storage) continues from its latest checkpoint: Ray Train reloads it.
     """
     from ray import tune
 
@@ -204,6 +220,7 @@ def make_trainable(
     }
     res = spec.resources
     max_failures = spec.budget.max_failures
+    replay = dict(replay or {})
 
     def autopipe_trial(config: dict[str, Any]) -> None:
         import ray.train
@@ -211,6 +228,9 @@ def make_trainable(
         from ray.tune.integration.ray_train import TuneReportCallback
 
         trial_id = tune.get_context().get_trial_id()
+        if trial_id in replay:
+            tune.report(replay[trial_id])
+            return
         worker_cfg = dict(base)
         worker_cfg[W.KEY_PARAMS] = {
             **constants,
@@ -240,8 +260,12 @@ def make_trainable(
 
     # The trial driver only waits on its Train run; the workers hold the CPUs/GPUs. Ray needs a
     # non-empty request, so the driver asks for 1 MiB of memory and no CPU: a CPU fraction here
-    # would keep a worker that needs every CPU of a node from ever being scheduled.
-    return tune.with_resources(autopipe_trial, {"cpu": 0, "memory": 1 << 20})
+    # would keep a worker that needs every CPU of a node from ever being scheduled. It stays on
+    # the head node, beside the job's driver (Ray Train puts the trial's Train controller on the
+    # same node): losing a worker node then loses only Train workers, which Train retries.
+    return tune.with_resources(
+        autopipe_trial, {"cpu": 0, "memory": 1 << 20, HEAD_RESOURCE: HEAD_SHARE}
+    )
 
 
 def storage_path(spec: JobSpec) -> str:
@@ -272,9 +296,15 @@ def compute_meta(data: Any) -> dict[str, float]:
     return cached_text_meta_features(rec["train"], rec["eval"], data_dir() / "meta_cache")
 
 
-def run_job(spec: JobSpec, address: str | None = None, verbose: int = 1) -> JobResult:
-    """Run the whole job; always leaves the MLflow runs it opened closed."""
-    import json
+def run_job(
+    spec: JobSpec, address: str | None = None, verbose: int = 1, resume: bool = False
+) -> JobResult:
+    """Run the whole job; always leaves the MLflow runs it opened closed.
+
+    ``resume`` continues the job's latest execution if it did not finish (its driver was
+    killed, or Ctrl-C): same parent run, same Tune experiment; finished trials stay as they are,
+    unfinished ones restart from their last checkpoint.
+    """
 
     from ray import tune
 
@@ -283,6 +313,7 @@ def run_job(spec: JobSpec, address: str | None = None, verbose: int = 1) -> JobR
     from autopipe.scheduling.policy import StopRules
     from autopipe.scheduling.ray_scheduler import AutoPipeScheduler
     from autopipe.tune.callbacks import MLflowTrialCallback
+    from autopipe.tune.resume import find_unfinished, load_trials, reopen_run, replay_result
     from autopipe.tune.searcher import JobSearcher
 
     t0 = time.time()
@@ -291,17 +322,38 @@ def run_job(spec: JobSpec, address: str | None = None, verbose: int = 1) -> JobR
     tracker.check()
     exp_name = spec.tracking.experiment or spec.name
     exp_id = tracker.experiment_id(exp_name)
+    previous = find_unfinished(tracker, spec.name)
+    if resume and previous is None:
+        raise TrackingError(
+            f"--resume: job {spec.name!r} has no unfinished run with a restorable Ray Tune "
+            f"experiment in the tracking store at {tracker.uri}"
+        )
+    if previous is not None and not resume:
+        log.warning(
+            "job %r has an unfinished run %s (%s); `autopipe tune SPEC --resume` continues it. "
+            "Starting a new run.",
+            spec.name,
+            previous.run_id,
+            previous.status,
+        )
+        previous = None
     ds_tags, meta = dataset_tags(spec)
     common_tags = {M.TAG_JOB: spec.name, **ds_tags}
-    parent = tracker.start_run(
-        exp_id,
-        f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-        {**common_tags, M.TAG_ROLE: "job", M.TAG_SEARCH: spec.search.algorithm},
-    )
+    if previous is not None:
+        exp_id, parent = previous.experiment_id, previous.run_id
+        reopen_run(tracker, parent)
+    else:
+        parent = tracker.start_run(
+            exp_id,
+            f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            {**common_tags, M.TAG_ROLE: "job", M.TAG_SEARCH: spec.search.algorithm},
+        )
     started = False
     result = JobResult(spec.name, exp_id, parent, tracker.uri, None, None, None)
     ledger = Ledger()
-    callback = MLflowTrialCallback(tracker, exp_id, parent, common_tags, space.constants, ledger)
+    # Each trial's params: its configuration, the space's constants and the training seed.
+    trial_params = {**space.constants, "seed": spec.seed}
+    callback = MLflowTrialCallback(tracker, exp_id, parent, common_tags, trial_params, ledger)
     early = spec.budget.early_stop_fraction
     searcher = None
     errored = False
@@ -313,19 +365,8 @@ def run_job(spec: JobSpec, address: str | None = None, verbose: int = 1) -> JobR
         patience=spec.stopping.patience,
     )
     try:
-        tracker.log_text(parent, json.dumps(space.to_json(), indent=1), M.ARTIFACT_SPACE)
-        tracker.log_text(parent, yaml.safe_dump(spec.dump(), sort_keys=False), M.ARTIFACT_SPEC)
-        tracker.log_text(parent, json.dumps(meta, indent=1, sort_keys=True), M.ARTIFACT_META)
-        tracker.log_params(
-            parent,
-            {
-                "search.algorithm": spec.search.algorithm,
-                "budget.max_trials": spec.budget.max_trials,
-                "budget.early_stop_fraction": spec.budget.early_stop_fraction,
-                "dataset": ds_tags[M.TAG_DATASET],
-                "model": spec.model.name,
-            },
-        )
+        if previous is None:
+            _log_job(tracker, parent, spec, space, meta, ds_tags)
         ledger.proxy_fn = load_proxy(spec, meta) or ledger.proxy_fn
         started = init_ray(spec, address)
         check_resources(spec)
@@ -338,21 +379,36 @@ def run_job(spec: JobSpec, address: str | None = None, verbose: int = 1) -> JobR
             metric=M.OBJECTIVE,
             mode="max",
         )
-        run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        tuner = tune.Tuner(
-            make_trainable(spec, space.constants, storage),
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                scheduler=AutoPipeScheduler(rules, ledger),
-                metric=M.OBJECTIVE,
-                mode="max",
-                num_samples=spec.budget.max_trials,
-                max_concurrent_trials=spec.budget.max_concurrent,
-            ),
-            run_config=tune.RunConfig(
-                name=run_name, storage_path=storage, callbacks=[callback], verbose=verbose
-            ),
+        tune_config = tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=AutoPipeScheduler(rules, ledger),
+            metric=M.OBJECTIVE,
+            mode="max",
+            num_samples=spec.budget.max_trials,
+            max_concurrent_trials=spec.budget.max_concurrent,
         )
+        if previous is not None:
+            run_name = previous.path.rstrip("/").rsplit("/", 1)[-1]
+            trials = load_trials(tracker, parent, exp_id)
+            callback.resume_from(trials)
+            replay = {t: replay_result(r) for t, r in trials.items() if r.done}
+            tuner = tune.Tuner.restore(
+                previous.path,
+                trainable=make_trainable(spec, space.constants, storage, replay=replay),
+                resume_unfinished=True,
+                resume_errored=False,
+            )
+            _reattach(tuner, tune_config, [callback], verbose)
+        else:
+            run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            tracker.set_tags(parent, {M.TAG_TUNE_PATH: _join(storage, run_name)})
+            tuner = tune.Tuner(
+                make_trainable(spec, space.constants, storage),
+                tune_config=tune_config,
+                run_config=tune.RunConfig(
+                    name=run_name, storage_path=storage, callbacks=[callback], verbose=verbose
+                ),
+            )
         grid = tuner.fit()
         result.experiment_path = grid.experiment_path
         if early < 1.0 and not _unfinished(callback, tracker):
@@ -361,6 +417,8 @@ def run_job(spec: JobSpec, address: str | None = None, verbose: int = 1) -> JobR
         errored = True
         raise
     finally:
+        if previous is not None:
+            callback.drop_orphans()
         open_trials = _unfinished(callback, tracker)
         for t in open_trials:
             callback.status[t] = M.STATUS_KILLED
@@ -387,6 +445,51 @@ def run_job(spec: JobSpec, address: str | None = None, verbose: int = 1) -> JobR
                 ray.shutdown()
             result.wall_s = time.time() - t0
     return result
+
+
+def _log_job(
+    tracker: Tracker,
+    parent: str,
+    spec: JobSpec,
+    space: Any,
+    meta: dict[str, float],
+    ds_tags: dict[str, str],
+) -> None:
+    """The parent run's record of the job: spec, space, meta-features, main parameters."""
+    import json
+
+    tracker.log_text(parent, json.dumps(space.to_json(), indent=1), M.ARTIFACT_SPACE)
+    tracker.log_text(parent, yaml.safe_dump(spec.dump(), sort_keys=False), M.ARTIFACT_SPEC)
+    tracker.log_text(parent, json.dumps(meta, indent=1, sort_keys=True), M.ARTIFACT_META)
+    tracker.log_params(
+        parent,
+        {
+            "search.algorithm": spec.search.algorithm,
+            "budget.max_trials": spec.budget.max_trials,
+            "budget.early_stop_fraction": spec.budget.early_stop_fraction,
+            "dataset": ds_tags[M.TAG_DATASET],
+            "model": spec.model.name,
+        },
+    )
+
+
+def _join(storage: str, name: str) -> str:
+    return f"{storage.rstrip('/')}/{name}" if "://" in storage else os.path.join(storage, name)
+
+
+def _reattach(tuner: Any, tune_config: Any, callbacks: list[Any], verbose: int) -> None:
+    """Give a restored Tuner this execution's searcher, scheduler and callbacks.
+
+    ``Tuner.restore`` unpickles the ones the first execution started with: empty, and bound to
+    the dead driver's MLflow client. Tune then loads the searcher's saved state (with the
+    ledger) into the new searcher from the experiment directory (``Searcher.restore_from_dir``).
+    NOTE: private attributes of ``ray.tune.Tuner`` as of Ray 2.60 (pinned in pyproject.toml);
+    tests/tune/test_resume.py fails if they move.
+    """
+    internal = tuner._local_tuner
+    internal._tune_config = tune_config
+    internal._run_config.callbacks = callbacks
+    internal._run_config.verbose = verbose
 
 
 def _unfinished(callback: Any, tracker: Tracker) -> list[str]:

@@ -51,3 +51,21 @@ class JobSearcher(CoreSearcher):
             value = -value  # proxies are already "higher is better"
         self._live.discard(trial_id)
         self.core.observe(trial_id, value, var)
+
+    # ------------------------------------------------------------------ state
+    # Ray Tune saves this with its experiment checkpoint and restores it on --resume; the ledger
+    # rides along, so the scheduler's decisions and the budget gate's spend survive a lost driver.
+    def get_state(self) -> dict:
+        return {
+            **super().get_state(),
+            "ledger": self.ledger.state(),
+            "finished_by_budget": self.finished_by_budget,
+            "exhausted": self.exhausted,
+        }
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        if "ledger" in state:
+            self.ledger.load_state(state["ledger"])
+        self.finished_by_budget = bool(state.get("finished_by_budget", False))
+        self.exhausted = bool(state.get("exhausted", False))
