@@ -318,6 +318,22 @@ class Tracker:
         )
         self.open_runs.discard(run_id)
 
+    def reopen_run(self, run_id: str) -> None:
+        """Mark an ended (or orphaned) run RUNNING again and track it as open (``--resume``)."""
+        self._write(
+            "reopen run", lambda: self.client.update_run(self._real(run_id), status="RUNNING")
+        )
+        self.open_runs.add(run_id)
+
+    def delete_run(self, run_id: str) -> None:
+        self._write("delete run", lambda: self.client.delete_run(self._real(run_id)))
+        self.open_runs.discard(run_id)
+
+    def metric_history(self, run_id: str, key: str) -> list[Any]:
+        return self._call(
+            "metric history", lambda: self.client.get_metric_history(self._real(run_id), key)
+        )
+
     def close_open(
         self, status: str = "KILLED", tags: Mapping[str, str] | None = None
     ) -> list[str]:

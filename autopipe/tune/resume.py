@@ -107,14 +107,12 @@ def replay_result(t: TrialRun) -> dict[str, Any]:
 
 def reopen_run(tracker: Tracker, run_id: str) -> None:
     """Mark an ended run RUNNING again; the tracker closes it with the job."""
-    tracker._call("reopen run", lambda: tracker.client.update_run(run_id, status="RUNNING"))
-    tracker.open_runs.add(run_id)
+    tracker.reopen_run(run_id)
 
 
 def delete_run(tracker: Tracker, run_id: str) -> None:
-    tracker._call("delete run", lambda: tracker.client.delete_run(run_id))
-    tracker.open_runs.discard(run_id)
+    tracker.delete_run(run_id)
 
 
 def _history(tracker: Tracker, run_id: str, key: str) -> list[Any]:
-    return tracker._call("metric history", lambda: tracker.client.get_metric_history(run_id, key))
+    return tracker.metric_history(run_id, key)
