@@ -35,6 +35,9 @@ test-fast: venv
 bench: venv
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/prior_lodo.py
+	# Replay benchmark (issue 5): every method through Ray Tune, LOGO on both run tables.
+	$(BIN)/autopipe bench --data ../shared/data/hpobench ../shared/data/hpolib --seeds 10 \
+		--budget 15 30 50 100 150 --autopipe-budget 50 --out benchmarks/results
 
 lint: venv
 	$(BIN)/ruff check autopipe tests benchmarks

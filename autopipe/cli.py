@@ -49,7 +49,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         local_ray_env()  # before Ray is imported
     from autopipe.tune.runner import format_summary, run_job
 
-    res = run_job(spec, address=args.address, verbose=0 if args.quiet else 1)
+    res = run_job(spec, address=args.address, verbose=0 if args.quiet else 1, resume=args.resume)
     print(format_summary(res))
     return 130 if res.interrupted else 0
 
@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (overrides the spec)")
     t.add_argument("--max-trials", type=int, default=None, help="override budget.max_trials")
     t.add_argument("--quiet", action="store_true", help="no Ray Tune progress table")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the job's latest unfinished run (driver killed or Ctrl-C)",
+    )
     t.set_defaults(func=cmd_tune)
 
     s = sub.add_parser("submit", help="submit a job to a Ray cluster via the Job Submission API")
@@ -127,10 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.set_defaults(func=cmd_best)
 
-    from autopipe import cli_history, cli_predictor
+    from autopipe import cli_bench, cli_history, cli_predictor
 
     cli_history.register(sub)
     cli_predictor.register(sub)
+    cli_bench.register(sub)
     return p
 
 

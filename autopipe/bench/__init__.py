@@ -1,0 +1,4 @@
+"""The replay benchmark (``autopipe bench``): leave-one-group-out tuning of held-out tasks by
+replaying their recorded runs. ``core`` (LOGO loop, regret, cost), ``methods`` (the method
+registry) and ``report`` (tables, plot) are Ray-free; ``ray_runner`` runs each method through a
+Ray Tune ``Tuner``. Importing this package imports neither Ray nor XGBoost."""

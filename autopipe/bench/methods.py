@@ -1,0 +1,71 @@
+"""The methods the replay benchmark compares: names, what each needs (the ranking prior, the
+global-best table) and how its recommendation is read. Ray-free; ``ray_runner`` builds the Ray
+Tune searchers/schedulers from these names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autopipe.errors import DataError
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    family: str  # "baseline" (runs to the baselines' budget) or "autopipe" (to AutoPipe's)
+    needs_prior: bool = False
+    needs_global_best: bool = False
+    # True: the recommendation after k evaluations is the core's posterior-mean choice
+    # (``ModelBasedCore.recommend``); False: the incumbent by observed score.
+    model_recommendation: bool = False
+    offline: bool = False  # no evaluation at all: the recommendation is the only (full) run
+    label: str = ""
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("random", "baseline", label="random search"),
+        Method("tpe", "baseline", label="Optuna TPE (multivariate)"),
+        Method("gp-ei", "baseline", label="GP-EI (BoTorch, no prior)"),
+        Method("asha", "baseline", label="ASHA + random"),
+        Method("bohb", "baseline", label="BOHB (TuneBOHB + HyperBandForBOHB)"),
+        Method("global-best", "autopipe", needs_global_best=True, label="global-best order"),
+        Method("ranker-top1", "autopipe", needs_prior=True, offline=True, label="ranker top-1"),
+        Method(
+            "autopipe", "autopipe", needs_prior=True, model_recommendation=True, label="AutoPipe"
+        ),
+        Method(
+            "autopipe-no-guard",
+            "autopipe",
+            needs_prior=True,
+            model_recommendation=True,
+            label="AutoPipe, guard off",
+        ),
+        Method(
+            "no-residual",
+            "autopipe",
+            needs_prior=True,
+            model_recommendation=True,
+            label="ablation: GP on y, prior as candidates",
+        ),
+        Method("no-bo", "autopipe", needs_prior=True, label="ablation: prior top-k"),
+        Method(
+            "no-offline",
+            "autopipe",
+            model_recommendation=True,
+            label="ablation: no prior/predictor (GP on the proxy)",
+        ),
+    )
+}
+ONLINE_BASELINES = ("random", "tpe", "gp-ei", "asha", "bohb")
+DEFAULT_METHODS = tuple(METHODS)
+
+
+def get_methods(names: list[str] | tuple[str, ...]) -> list[Method]:
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise DataError(f"--methods must be among {list(METHODS)}, but got {unknown}")
+    if len(set(names)) != len(names):
+        raise DataError(f"--methods must not repeat a name, but got {list(names)}")
+    return [METHODS[n] for n in names]

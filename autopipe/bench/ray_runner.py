@@ -1,0 +1,388 @@
+"""The Ray side of the replay benchmark: each (method, task, seed) is one Ray Tune ``Tuner`` over a
+replay trainable, with the Searcher/Scheduler classes users get (the project's ``CoreSearcher``
+around its cores, Ray's ``OptunaSearch``, ``ASHAScheduler``, ``TuneBOHB`` +
+``HyperBandForBOHB``). It records what each trial reported; the scoring lives in :mod:`.core`.
+
+Run tables without curves are replayed by a compact trainable (one report per evaluation, the same
+keys as :func:`autopipe.tune.replay.make_replay_trainable`'s final report) because Ray Tune
+unpickles the trainable for every trial and a closure over 150,000 runs made that the dominant
+per-trial cost; tables with curves use ``make_replay_trainable`` itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import shutil
+import tempfile
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from autopipe import metrics as M
+from autopipe.bench.core import Eval, TaskContext, Trace
+from autopipe.bench.methods import Method
+from autopipe.history.model import COST, History, Y
+
+
+def bench_ray_env() -> None:
+    """Environment for an embedded, quiet Ray on 127.0.0.1; call before importing Ray."""
+    for k, v in {
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_TRAIN_V2_ENABLED": "1",
+        "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # no result.json/progress.csv per trial
+        "TUNE_GLOBAL_CHECKPOINT_S": "100000",
+        "RAY_AIR_NEW_OUTPUT": "0",
+    }.items():
+        os.environ.setdefault(k, v)
+
+
+# --------------------------------------------------------------------------- replay
+def replay_lookup(history: History, task: str, seed: int, indexed: bool = False) -> Any:
+    """``task``'s runs (no curves) as a function ``config -> final result dict``: a configuration
+    draws one of its seeds' runs (the same one for the same benchmark seed, so every method and
+    both engines see the same draw) and reports its final objective and cost. ``indexed``:
+    numeric grid parameters arrive as indices into their grid (how BOHB, which has no ordinal
+    parameters, searches them). Raises ``ValueError`` for a configuration never run."""
+    space = history.space
+    runs = history.runs.loc[history.runs["task"] == task]
+    # Arrays sorted by a 64-bit hash of the configuration key: a few MB to pickle, not 18.
+    h = np.array([_hkey(space, c) for c in history.records(runs)], dtype=np.int64)
+    order = np.argsort(h, kind="stable")
+    h = h[order]
+    ys = runs[Y].to_numpy(float)[order]
+    cs = runs[COST].to_numpy(float)[order]
+    statuses = runs["status"].astype(str).to_numpy()[order]
+    uh, start, count = np.unique(h, return_index=True, return_counts=True)
+    names = space.names
+
+    def lookup(config: dict[str, Any]) -> dict[str, Any]:
+        cfg = {k: config[k] for k in names if k in config}
+        if indexed:
+            cfg = decode_indexed(space, cfg)
+        hk = _hkey(space, cfg)
+        i = int(np.searchsorted(uh, hk))
+        if i >= len(uh) or uh[i] != hk:
+            raise ValueError(f"config {cfg} was never run on task {task!r}")
+        pick = np.random.default_rng(zlib.crc32(repr((seed, hk)).encode())).integers(count[i])
+        j = int(start[i] + pick)
+        y, cost, status = float(ys[j]), float(cs[j]), statuses[j]
+        final: dict[str, Any] = {
+            M.FRACTION: 1.0,
+            M.GLOBAL_STEP: 1,
+            M.COST_S: cost,
+            M.STAGE: "done",
+            M.OBJECTIVE: y if math.isfinite(y) else float("nan"),
+        }
+        if not math.isfinite(y):
+            final.update({M.FAILED: 1.0, M.FAILURE_REASON: f"recorded run failed ({status})"})
+        return final
+
+    return lookup
+
+
+def compact_replay(history: History, task: str, seed: int, indexed: bool = False) -> Any:
+    """A function trainable reporting :func:`replay_lookup`'s result once (tables without
+    curves)."""
+    lookup = replay_lookup(history, task, seed, indexed)
+
+    def replay(config: dict[str, Any]) -> None:
+        from ray import tune
+
+        tune.report(lookup(config))
+
+    return replay
+
+
+def _hkey(space: Any, cfg: dict[str, Any]) -> int:
+    d = hashlib.blake2b(repr(space.config_key(cfg)).encode(), digest_size=8).digest()
+    return int.from_bytes(d, "little", signed=True)
+
+
+# --------------------------------------------------------------------------- searchers
+def _ray_space(history: History, kind: str) -> Any:
+    """The task's finite grid as Ray Tune / Optuna choices, or a ConfigSpace for BOHB."""
+    params = history.space.params
+    if kind == "configspace":
+        import ConfigSpace as CS
+
+        cs = CS.ConfigurationSpace(seed=0)
+        for p in params:
+            grid = p.grid()
+            if p.is_categorical:
+                cs.add(CS.CategoricalHyperparameter(p.name, [str(v) for v in grid]))
+            else:
+                # hpbandster's BOHB has no ordinal parameters: search the grid index
+                cs.add(CS.UniformIntegerHyperparameter(p.name, 0, len(grid) - 1))
+        return cs
+    from ray import tune
+
+    return {p.name: tune.choice(p.grid()) for p in params}
+
+
+def make_core(ctx: TaskContext, method: Method, seed: int, n: int) -> Any:
+    from autopipe.search.autopipe_core import AutoPipeCore
+    from autopipe.search.core import ProposalCore, RandomCore
+    from autopipe.search.gp_ei import GPEICore
+
+    space = ctx.history.space
+    name = method.name
+    if name in ("random", "asha"):
+        return RandomCore(space, seed)
+    if name == "gp-ei":
+        return GPEICore(space, seed, budget=n)
+    if name in ("autopipe", "autopipe-no-guard"):
+        return AutoPipeCore(
+            space, seed, prior=ctx.prior, meta=ctx.meta, budget=n, guard=name == "autopipe"
+        )
+    if name == "no-residual":
+        return NoResidualCore(space, seed, prior=ctx.prior, meta=ctx.meta, budget=n)
+    if name == "no-offline":
+        return AutoPipeCore(space, seed, prior=None, budget=n)
+    if name in ("global-best", "no-bo"):
+
+        class ListCore(ProposalCore):
+            name = "list"
+
+            def __init__(self) -> None:
+                super().__init__(space, seed)
+                self._todo = list(ctx.orders[method.name])
+
+            def _propose(self) -> dict[str, Any] | None:
+                return self._todo.pop(0) if self._todo else None
+
+        return ListCore()
+    raise ValueError(f"no core for method {name!r}")  # tpe / bohb use Ray's searchers
+
+
+def _no_residual_cls() -> Any:
+    from autopipe.search.autopipe_core import AutoPipeCore
+
+    class NoResidual(AutoPipeCore):
+        """Ablation: the GP models the standardized objective directly (prior weight 0 in the
+        targets and the acquisition); the prior only picks the warm start among candidates."""
+
+        def _prior_weight(self, z_ok: np.ndarray, s_ok: np.ndarray) -> float:
+            self.tau = 1.0
+            return 0.0
+
+    return NoResidual
+
+
+def NoResidualCore(*args: Any, **kw: Any) -> Any:  # noqa: N802 - a class factory
+    return _no_residual_cls()(*args, **kw)
+
+
+def _recording_searcher(core: Any, budgets: Sequence[int], mode: str) -> Any:
+    from autopipe.search.ray_adapter import CoreSearcher
+
+    class RecordingSearcher(CoreSearcher):
+        """The shipped adapter, plus: after the k-th observation (k in ``budgets``) it asks the
+        core for its recommendation (posterior mean among evaluated configurations)."""
+
+        def __init__(self) -> None:
+            super().__init__(core, metric=M.OBJECTIVE, mode=mode)
+            self.recs: dict[int, tuple] = {}
+            self._at = set(budgets)
+
+        def on_trial_complete(
+            self, trial_id: str, result: dict | None = None, error: bool = False
+        ) -> None:
+            super().on_trial_complete(trial_id, result, error)
+            n = len(self.core.observed)
+            if n in self._at and hasattr(self.core, "recommend"):
+                rec = self.core.recommend()
+                if rec is not None:
+                    self.recs[n] = self.core.space.config_key(rec[0])
+
+    return RecordingSearcher()
+
+
+def build_search(
+    ctx: TaskContext, method: Method, seed: int, n: int, budgets: Sequence[int]
+) -> tuple[Any, Any]:
+    """The Ray Tune ``(Searcher, TrialScheduler or None)`` of ``method`` on ``ctx``'s task: the
+    one factory both engines use (:class:`RayReplayRunner` hands them to a ``Tuner``,
+    :mod:`autopipe.bench.direct` calls their Tune interfaces itself). Neither starts Ray."""
+    from autopipe.search.ray_adapter import CoreSearcher
+
+    hist = ctx.history
+    mode = hist.mode
+    scheduler = None
+    searcher: Any
+    n_points = 1 if hist.curves is None else int(hist.curves.groupby("run_id").size().max())
+    if method.name == "tpe":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        searcher = OptunaSearch(
+            space=_ray_space(hist, "tune"),
+            metric=M.OBJECTIVE,
+            mode=mode,
+            sampler=optuna.samplers.TPESampler(multivariate=True, seed=seed),
+        )
+    elif method.name == "bohb":
+        if hist.curves is not None:
+            from autopipe.errors import DataError
+
+            raise DataError(f"{hist.where}: the bohb method replays run tables without curves only")
+        from ray.tune.schedulers import HyperBandForBOHB
+        from ray.tune.search.bohb import TuneBOHB
+
+        searcher = TuneBOHB(
+            space=_ray_space(hist, "configspace"), metric=M.OBJECTIVE, mode=mode, seed=seed
+        )
+        scheduler = HyperBandForBOHB(
+            time_attr="training_iteration", max_t=max(n_points, 1), reduction_factor=3
+        )
+    else:
+        core = make_core(ctx, method, seed, n)
+        if method.model_recommendation:
+            searcher = _recording_searcher(core, budgets, mode)
+        else:
+            searcher = CoreSearcher(core, metric=M.OBJECTIVE, mode=mode)
+        if method.name == "asha":
+            from ray.tune.schedulers import ASHAScheduler
+
+            scheduler = ASHAScheduler(
+                time_attr="training_iteration",
+                max_t=max(n_points, 1),
+                grace_period=1,
+                reduction_factor=3,
+            )
+
+    return searcher, scheduler
+
+
+# --------------------------------------------------------------------------- runner
+class RayReplayRunner:
+    """Holds one local Ray for all Tuners of a benchmark (``with`` closes it)."""
+
+    def __init__(self, num_cpus: int = 2) -> None:
+        bench_ray_env()
+        import ray
+
+        self._started = False
+        if not ray.is_initialized():
+            ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                logging_level="ERROR",
+                configure_logging=False,
+                log_to_driver=False,
+            )
+            self._started = True
+        for name in ("ray.tune", "ray.train", "ray.air"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        self._trainables: dict[tuple, Any] = {}
+        self._tmp = tempfile.mkdtemp(prefix="autopipe-bench-")
+
+    def close(self) -> None:
+        import ray
+
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        if self._started and ray.is_initialized():
+            ray.shutdown()
+
+    def __enter__(self) -> RayReplayRunner:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _trainable(self, ctx: TaskContext, seed: int, indexed: bool = False) -> Any:
+        key = (id(ctx.history), ctx.task, seed, indexed)
+        if key not in self._trainables:
+            if ctx.history.curves is None:
+                self._trainables = {key: compact_replay(ctx.history, ctx.task, seed, indexed)}
+            else:
+                from autopipe.tune.replay import make_replay_trainable
+
+                self._trainables = {key: make_replay_trainable(ctx.history, ctx.task, 1.0, seed)}
+        return self._trainables[key]
+
+    def __call__(
+        self, ctx: TaskContext, method: Method, seed: int, n: int, budgets: Sequence[int]
+    ) -> Trace:
+        from ray import tune
+        from ray.tune import Callback
+
+        hist = ctx.history
+        mode = hist.mode
+        searcher, scheduler = build_search(ctx, method, seed, n, budgets)
+        evals: list[Eval] = []
+
+        class Record(Callback):
+            def _add(self, trial: Any) -> None:
+                evals.append(to_eval(hist, method, trial.config, trial.last_result))
+
+            def on_trial_complete(
+                self, iteration: int, trials: list, trial: Any, **info: Any
+            ) -> None:
+                self._add(trial)
+
+            def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+                self._add(trial)
+
+        storage = tempfile.mkdtemp(dir=self._tmp)
+        try:
+            tune.Tuner(
+                self._trainable(ctx, seed, indexed=method.name == "bohb"),
+                tune_config=tune.TuneConfig(
+                    search_alg=searcher,
+                    scheduler=scheduler,
+                    metric=M.OBJECTIVE,
+                    mode=mode,
+                    num_samples=n,
+                    max_concurrent_trials=1,
+                    reuse_actors=True,
+                ),
+                run_config=tune.RunConfig(
+                    storage_path=storage,
+                    callbacks=[Record()],
+                    verbose=0,
+                    log_to_file=False,
+                    failure_config=tune.FailureConfig(max_failures=0),
+                ),
+            ).fit()
+        finally:
+            shutil.rmtree(storage, ignore_errors=True)
+        recs = dict(getattr(searcher, "recs", {}))
+        return Trace(evals=evals, recs=recs)
+
+
+def to_eval(history: History, method: Method, config: dict, result: dict | None) -> Eval:
+    """What a finished trial (its config and last result) contributes to the trace."""
+    space = history.space
+    res = result or {}
+    cfg = {k: v for k, v in config.items() if k in space.names}
+    if method.name == "bohb":
+        cfg = decode_indexed(space, cfg)
+    y = res.get(M.OBJECTIVE)
+    frac = float(res.get(M.FRACTION, 0.0) or 0.0)
+    ok = isinstance(y, (int, float)) and math.isfinite(y) and frac >= 1.0 - 1e-9
+    sign = 1.0 if history.mode == "max" else -1.0
+    return Eval(
+        key=space.config_key(cfg),
+        fraction=frac,
+        cost=float(res.get(M.COST_S, 0.0) or 0.0),
+        observed=sign * float(y) if ok else None,
+    )
+
+
+def decode_indexed(space: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Grid indices (numeric parameters) and strings (categorical) -> the space's values."""
+    out = {}
+    for p in space.params:
+        if p.name in cfg:
+            v = cfg[p.name]
+            out[p.name] = str(v) if p.is_categorical else p.grid()[int(v)]
+    return out
