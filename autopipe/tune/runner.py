@@ -67,6 +67,7 @@ class JobResult:
     experiment_path: str = ""
     promoted: dict[str, str] = field(default_factory=dict)  # promoted trial -> early-stopped source
     cost_saved_s: float = 0.0
+    prior_top: dict[str, Any] | None = None  # the prior's top-ranked candidate (with a prior)
 
 
 def trial_settings(spec: JobSpec) -> dict[str, Any]:
@@ -409,6 +410,7 @@ def run_job(
                     name=run_name, storage_path=storage, callbacks=[callback], verbose=verbose
                 ),
             )
+        result.prior_top = prior_top(core)
         grid = tuner.fit()
         result.experiment_path = grid.experiment_path
         if early < 1.0 and not _unfinished(callback, tracker):
@@ -723,6 +725,16 @@ def read_best(
     raise TrackingError(f"--job {job!r}: no run of this job has finished a trial yet")
 
 
+def prior_top(core: Any) -> dict[str, Any] | None:
+    """The candidate the job's ranking prior scores highest (what transfer alone would pick)."""
+    cands = getattr(core, "cands", None)
+    if cands is None or getattr(core, "prior", None) is None or len(cands) == 0:
+        return None
+    import numpy as np
+
+    return dict(cands.configs[int(np.argmax(cands.s))])
+
+
 def format_summary(res: JobResult) -> str:
     lines = [
         f"job {res.job}: {len(res.statuses)} trials "
@@ -740,9 +752,18 @@ def format_summary(res: JobResult) -> str:
             f"promoted the recommended early-stopped trial to full fidelity; "
             f"{res.cost_saved_s:.1f} trial-seconds of its prefix not recomputed"
         )
+    if res.prior_top is not None:
+        lines.append(
+            "the prior's top-ranked configuration (before any trial): "
+            + ", ".join(f"{k}={_short(v)}" for k, v in res.prior_top.items())
+        )
     if res.best_config is not None:
         lines.append(f"best {M.OBJECTIVE} = {res.best_objective:.4f} (trial {res.best_trial_id})")
         lines.append(yaml.safe_dump({"config": res.best_config}, sort_keys=False).rstrip())
     else:
         lines.append("no trial finished at full fidelity with a score")
     return "\n".join(lines)
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
