@@ -321,7 +321,10 @@ class JobSpec(_Strict):
         return build_space(self.space)
 
     def dump(self) -> dict[str, Any]:
+        """The spec as plain data that ``parse_spec`` reads back to the same spec."""
         d = self.model_dump(mode="json", exclude_none=False)
+        if self.eval.rewards is not None:
+            d["eval"].pop("reward_format_weight", None)  # given by eval.rewards instead
         return d
 
 

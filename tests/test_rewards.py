@@ -120,3 +120,11 @@ def test_custom_reward_is_called_by_a_grpo_trial() -> None:
     assert reward_fixtures.CALLS and all(n == 4 for n in reward_fixtures.CALLS)  # one group/step
     rl = [r[M.REWARD_MEAN] for r in reports if r.get(M.STAGE) == "rl" and M.REWARD_MEAN in r]
     assert rl and all(v == pytest.approx(1.0) for v in rl)  # 0.5 per completion * weight 2
+
+
+def test_a_spec_with_rewards_reads_back_from_its_own_dump() -> None:
+    # `submit` stages spec.dump() and the parent run records it: both must parse again.
+    s = spec_with(rewards=["exact_match", {"name": "format", "weight": 0.2}])
+    again = parse_spec(s.dump())
+    assert again.dump() == s.dump()
+    assert again.eval.reward_list() == s.eval.reward_list()

@@ -23,31 +23,82 @@ GOOD = {
     "search": {"algorithm": "random"},
 }
 SECTIONS = ["dataset", "budget", "resources", "search", "model", "eval", "tracking", "stopping"]
-NUMERIC = [("budget", "max_trials"), ("budget", "max_concurrent"), ("budget", "early_stop_fraction"),
-           ("resources", "workers_per_trial"), ("resources", "cpus_per_worker"), ("dataset", "n_train")]
-OUT_OF_RANGE = [("budget", "max_trials", [0, -1, -10**9]), ("budget", "early_stop_fraction", [0.0, 1.5, -0.1]),
-                ("budget", "max_concurrent", [0, -3]), ("resources", "workers_per_trial", [0, -2]),
-                ("dataset", "n_train", [0, 7, -5]), ("budget", "cost_cap_s", [0, -1.0]),
-                ("resources", "deepspeed", [4, -1, 7])]
+NUMERIC = [
+    ("budget", "max_trials"),
+    ("budget", "max_concurrent"),
+    ("budget", "early_stop_fraction"),
+    ("resources", "workers_per_trial"),
+    ("resources", "cpus_per_worker"),
+    ("dataset", "n_train"),
+]
+OUT_OF_RANGE = [
+    ("budget", "max_trials", [0, -1, -(10**9)]),
+    ("budget", "early_stop_fraction", [0.0, 1.5, -0.1]),
+    ("budget", "max_concurrent", [0, -3]),
+    ("resources", "workers_per_trial", [0, -2]),
+    ("dataset", "n_train", [0, 7, -5]),
+    ("budget", "cost_cap_s", [0, -1.0]),
+    ("resources", "deepspeed", [4, -1, 7]),
+]
 ident = st.text(string.ascii_lowercase + "_", min_size=3, max_size=12)
-bad_value = st.one_of(st.text(min_size=1, max_size=8), st.lists(st.integers(), max_size=3),
-                      st.dictionaries(ident, st.integers(), max_size=2), st.booleans())
+bad_value = st.one_of(
+    st.text(min_size=1, max_size=8),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(ident, st.integers(), max_size=2),
+    st.booleans(),
+)
 
 
 @st.composite
 def malformed(draw) -> bytes:
-    kind = draw(st.sampled_from(["unknown_key", "wrong_type", "range", "missing", "toplevel",
-                                 "bytes", "alias", "big", "space_entry"]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "unknown_key",
+                "wrong_type",
+                "range",
+                "missing",
+                "toplevel",
+                "bytes",
+                "alias",
+                "big",
+                "space_entry",
+            ]
+        )
+    )
     spec = copy.deepcopy(GOOD)
     if kind == "unknown_key":
         sec = draw(st.sampled_from(SECTIONS + [None]))
-        key = draw(ident.filter(lambda k: k not in {"name", "dataset", "space", "budget", "resources",
-                                                    "search", "tracking", "history", "eval", "model",
-                                                    "stopping", "storage", "seed", "task", "path"}))
+        key = draw(
+            ident.filter(
+                lambda k: (
+                    k
+                    not in {
+                        "name",
+                        "dataset",
+                        "space",
+                        "budget",
+                        "resources",
+                        "search",
+                        "tracking",
+                        "history",
+                        "eval",
+                        "model",
+                        "stopping",
+                        "storage",
+                        "seed",
+                        "task",
+                        "path",
+                    }
+                )
+            )
+        )
         (spec if sec is None else spec.setdefault(sec, {}))[key] = draw(st.integers())
     elif kind == "wrong_type":
         sec, key = draw(st.sampled_from(NUMERIC))
-        v = draw(bad_value.filter(lambda v: not (isinstance(v, bool) is False and isinstance(v, int))))
+        v = draw(
+            bad_value.filter(lambda v: not (isinstance(v, bool) is False and isinstance(v, int)))
+        )
         spec[sec][key] = v
     elif kind == "range":
         sec, key, vals = draw(st.sampled_from(OUT_OF_RANGE))
@@ -55,12 +106,17 @@ def malformed(draw) -> bytes:
     elif kind == "missing":
         del spec[draw(st.sampled_from(["name", "dataset"]))]
     elif kind == "toplevel":
-        return yaml.safe_dump(draw(st.one_of(st.lists(st.integers(), max_size=3), st.integers(),
-                                             st.text(max_size=5)))).encode()
+        return yaml.safe_dump(
+            draw(st.one_of(st.lists(st.integers(), max_size=3), st.integers(), st.text(max_size=5)))
+        ).encode()
     elif kind == "bytes":
         good = yaml.safe_dump(spec).encode()
         i = draw(st.integers(0, len(good)))
-        return good[:i] + draw(st.sampled_from([b"\xff", b"\xc3\x28", b"\xe2\x82", b"\x80abc"])) + good[i:]
+        return (
+            good[:i]
+            + draw(st.sampled_from([b"\xff", b"\xc3\x28", b"\xe2\x82", b"\x80abc"]))
+            + good[i:]
+        )
     elif kind == "alias":
         n = draw(st.integers(2, 9))
         lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
@@ -69,15 +125,26 @@ def malformed(draw) -> bytes:
     elif kind == "big":
         return yaml.safe_dump(spec).encode() + b"#" * (1_000_001 + draw(st.integers(0, 1000)))
     else:  # a space entry that is no number, range, grid or choice
-        spec["space"]["sft"]["lr"] = draw(st.one_of(
-            st.dictionaries(ident.filter(lambda k: k not in ("low", "high", "log", "values", "choices")),
-                            st.integers(), min_size=1, max_size=2),
-            st.just({"low": -1.0, "high": 1e-3}), st.just({"values": []}), st.just({"low": 1e-3, "high": 1e-5}),
-            st.lists(st.integers(), min_size=1, max_size=2)))
+        spec["space"]["sft"]["lr"] = draw(
+            st.one_of(
+                st.dictionaries(
+                    ident.filter(lambda k: k not in ("low", "high", "log", "values", "choices")),
+                    st.integers(),
+                    min_size=1,
+                    max_size=2,
+                ),
+                st.just({"low": -1.0, "high": 1e-3}),
+                st.just({"values": []}),
+                st.just({"low": 1e-3, "high": 1e-5}),
+                st.lists(st.integers(), min_size=1, max_size=2),
+            )
+        )
     return yaml.safe_dump(spec).encode()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=malformed())
 def test_malformed_specs(tmp_path: Path, capsys: pytest.CaptureFixture[str], data: bytes) -> None:
     p = tmp_path / "fuzz.yaml"

@@ -37,7 +37,7 @@ from typing import Any
 from autopipe import metrics as M
 from autopipe.bench.core import TaskContext, Trace
 from autopipe.bench.methods import Method
-from autopipe.bench.ray_runner import build_search, replay_lookup, to_eval
+from autopipe.bench.ray_runner import build_search, replay_arrays, replay_lookup, to_eval
 from autopipe.errors import DataError
 
 TRAINING_ITERATION = "training_iteration"  # ray.tune.result.TRAINING_ITERATION
@@ -97,13 +97,13 @@ class DirectReplayRunner:
     the Tune engine runs it, without Ray. ``with`` works as for the Tune engine's runner."""
 
     def __init__(self) -> None:
-        self._lookups: dict[tuple, Any] = {}
+        self._tables: dict[tuple, Any] = {}
 
     def __enter__(self) -> DirectReplayRunner:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._lookups.clear()
+        self._tables.clear()
 
     def _lookup(self, ctx: TaskContext, seed: int, indexed: bool) -> Any:
         if ctx.history.curves is not None:
@@ -111,10 +111,10 @@ class DirectReplayRunner:
                 f"{ctx.history.where}: the direct engine replays run tables without curves "
                 "only; use --engine tune"
             )
-        key = (id(ctx.history), ctx.task, seed, indexed)
-        if key not in self._lookups:
-            self._lookups = {key: replay_lookup(ctx.history, ctx.task, seed, indexed)}
-        return self._lookups[key]
+        key = (id(ctx.history), ctx.task)
+        if key not in self._tables:  # one task's arrays at a time: tasks come one after another
+            self._tables = {key: replay_arrays(ctx.history, ctx.task)}
+        return replay_lookup(ctx.history, ctx.task, seed, indexed, table=self._tables[key])
 
     def __call__(
         self, ctx: TaskContext, method: Method, seed: int, n: int, budgets: Sequence[int]

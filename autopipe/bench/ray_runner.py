@@ -44,22 +44,19 @@ def bench_ray_env() -> None:
 
 
 # --------------------------------------------------------------------------- replay
-def replay_lookup(history: History, task: str, seed: int, indexed: bool = False) -> Any:
+def replay_lookup(
+    history: History, task: str, seed: int, indexed: bool = False, table: Any = None
+) -> Any:
     """``task``'s runs (no curves) as a function ``config -> final result dict``: a configuration
     draws one of its seeds' runs (the same one for the same benchmark seed, so every method and
     both engines see the same draw) and reports its final objective and cost. ``indexed``:
     numeric grid parameters arrive as indices into their grid (how BOHB, which has no ordinal
-    parameters, searches them). Raises ``ValueError`` for a configuration never run."""
+    parameters, searches them). ``table``: :func:`replay_arrays` of the task, if already built.
+    Raises ``ValueError`` for a configuration never run."""
     space = history.space
-    runs = history.runs.loc[history.runs["task"] == task]
-    # Arrays sorted by a 64-bit hash of the configuration key: a few MB to pickle, not 18.
-    h = np.array([_hkey(space, c) for c in history.records(runs)], dtype=np.int64)
-    order = np.argsort(h, kind="stable")
-    h = h[order]
-    ys = runs[Y].to_numpy(float)[order]
-    cs = runs[COST].to_numpy(float)[order]
-    statuses = runs["status"].astype(str).to_numpy()[order]
-    uh, start, count = np.unique(h, return_index=True, return_counts=True)
+    uh, start, count, ys, cs, statuses = (
+        table if table is not None else replay_arrays(history, task)
+    )
     names = space.names
 
     def lookup(config: dict[str, Any]) -> dict[str, Any]:
@@ -85,6 +82,21 @@ def replay_lookup(history: History, task: str, seed: int, indexed: bool = False)
         return final
 
     return lookup
+
+
+def replay_arrays(history: History, task: str) -> tuple:
+    """``task``'s runs sorted by a 64-bit hash of the configuration key (a few MB to pickle, not
+    18): ``(unique hashes, first index, count, objectives, costs, statuses)``."""
+    space = history.space
+    runs = history.runs.loc[history.runs["task"] == task]
+    h = np.array([_hkey(space, c) for c in history.records(runs)], dtype=np.int64)
+    order = np.argsort(h, kind="stable")
+    h = h[order]
+    ys = runs[Y].to_numpy(float)[order]
+    cs = runs[COST].to_numpy(float)[order]
+    statuses = runs["status"].astype(str).to_numpy()[order]
+    uh, start, count = np.unique(h, return_index=True, return_counts=True)
+    return uh, start, count, ys, cs, statuses
 
 
 def compact_replay(history: History, task: str, seed: int, indexed: bool = False) -> Any:

@@ -149,8 +149,9 @@ def ended_configs(tracking_uri: str | None, experiment: str, job_name: str, spac
     from mlflow.tracking import MlflowClient
 
     from autopipe.history.mlflow_reader import _parse_param
+    from autopipe.tracking import resolve_uri
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = MlflowClient(tracking_uri=resolve_uri(tracking_uri))  # the store run_job writes to
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return set()

@@ -488,7 +488,9 @@ class EarlyPredictor:
                 )
             model.members.append(m)
         if not model.members:
-            raise DataError(f"{root / SIDECAR}: models must name at least one model file, but got none")
+            raise DataError(
+                f"{root / SIDECAR}: models must name at least one model file, but got none"
+            )
         return model
 
 

@@ -87,6 +87,12 @@ class Ledger:
     def record(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> TrialRecord:
         rec = self.get(trial_id)
         rec.config = dict(config)
+        step = result.get(M.GLOBAL_STEP)
+        last = rec.reports[-1].get(M.GLOBAL_STEP) if rec.reports else None
+        if step is not None and last is not None and step < last:
+            # A trial restarted from a checkpoint (retry, --resume) reports those steps again:
+            # keep one ordered curve, the latest reports from the rewound step on.
+            rec.reports = [r for r in rec.reports if r.get(M.GLOBAL_STEP, -1) < step]
         rec.reports.append({k: result[k] for k in _KEEP if k in result})
         if result.get(M.CHECKPOINT_PATH):
             rec.checkpoint = str(result[M.CHECKPOINT_PATH])

@@ -166,6 +166,14 @@ class DesignCore(ProposalCore):
                 "search.options.configs must be a non-empty list of configurations for "
                 f"search.algorithm 'design', but got {configs!r}"
             )
+        for i, c in enumerate(configs):
+            if not isinstance(c, dict):
+                from autopipe.errors import SpecError
+
+                raise SpecError(
+                    f"search.options.configs[{i}] must be a mapping of parameter -> value, "
+                    f"but got {c!r}"
+                )
         self._configs = [
             space.validate(c, where=f"search.options.configs[{i}]") for i, c in enumerate(configs)
         ]

@@ -82,4 +82,3 @@ class CoreSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, encoding="utf-8") as f:
             self.set_state(json.load(f))
-

@@ -62,6 +62,7 @@ class MLflowTrialCallback(Callback):
         self._preloaded: set[str] = set()
         self._seen: set[str] = set()
         self._reconcile_pending = False
+        self._reconciled = False  # the restored Tune trials were matched with MLflow
 
     def _run(self, trial: Any) -> str:
         rid = self.runs.get(trial.trial_id)
@@ -82,8 +83,8 @@ class MLflowTrialCallback(Callback):
                 parent_run_id=self.parent_run_id,
             )
             self.configs[trial.trial_id] = cfg
+            self.runs[trial.trial_id] = rid  # before anything else can fail: one run per trial
             self.tracker.log_params(rid, {**self.constants, **cfg})
-            self.runs[trial.trial_id] = rid
         return rid
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -116,6 +117,7 @@ class MLflowTrialCallback(Callback):
 
         from autopipe.tune.resume import reopen_run
 
+        self._reconciled = True
         for trial in trials:
             tid = trial.trial_id
             self.configs.setdefault(
@@ -145,6 +147,8 @@ class MLflowTrialCallback(Callback):
         (started after its last checkpoint): Tune runs their configurations again as new trials."""
         from autopipe.tune.resume import delete_run
 
+        if not self._reconciled:
+            return []  # the restore never ran a step: nothing is known to be orphaned
         orphans = [t for t in self._preloaded - self._seen if t not in self.done and t in self.runs]
         for tid in orphans:
             self._safe(delete_run, self.tracker, self.runs.pop(tid))
@@ -159,6 +163,8 @@ class MLflowTrialCallback(Callback):
         self._safe(self._log_result, trial, result)
 
     def _log_result(self, trial: Any, result: dict) -> None:
+        if trial.trial_id in self.done:
+            return  # ended before a resume: MLflow already holds its whole record
         rid = self._run(trial)
         step = int(result.get(M.GLOBAL_STEP, result.get("training_iteration", 0)))
         # A resumed trial reports again from its last checkpoint: skip what MLflow already has.

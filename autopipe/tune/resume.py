@@ -60,7 +60,8 @@ def find_unfinished(tracker: Tracker, job: str) -> Previous | None:
         return None
     try:
         restorable = tune.Tuner.can_restore(path)
-    except (OSError, ValueError):  # storage gone or unreadable: nothing to restore from
+    except Exception as e:  # storage gone, unreadable or without credentials: nothing to restore
+        log.debug("cannot probe %s for a restorable Tune experiment: %s", path, e)
         restorable = False
     if not restorable:
         return None

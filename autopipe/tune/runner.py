@@ -338,6 +338,8 @@ def run_job(
             previous.status,
         )
         previous = None
+    if previous is not None:
+        _check_same_spec(tracker, previous.run_id, spec)
     ds_tags, meta = dataset_tags(spec)
     common_tags = {M.TAG_JOB: spec.name, **ds_tags}
     if previous is not None:
@@ -446,6 +448,7 @@ def run_job(
 
                 ray.shutdown()
             result.wall_s = time.time() - t0
+            result.parent_run_id = tracker.resolve(parent)  # a placeholder during an outage
     return result
 
 
@@ -479,6 +482,31 @@ def _join(storage: str, name: str) -> str:
     return f"{storage.rstrip('/')}/{name}" if "://" in storage else os.path.join(storage, name)
 
 
+def _check_same_spec(tracker: Tracker, parent: str, spec: JobSpec) -> None:
+    """``--resume`` continues the same search: refuse a spec that changed since (Tune would keep
+    the old trial count and searcher, and a changed space breaks the searcher's saved state)."""
+    text = tracker.read_text(parent, M.ARTIFACT_SPEC)
+    if text is None:
+        return  # no record of the original spec: nothing to compare with
+    old = yaml.safe_load(text) or {}
+    new = spec.dump()
+    changed = []
+    for k in sorted(set(old) | set(new)):
+        if k == "tracking" or old.get(k) == new.get(k):  # where records go may change
+            continue
+        o, n = old.get(k), new.get(k)
+        if isinstance(o, dict) and isinstance(n, dict):
+            changed += [f"{k}.{s}" for s in sorted(set(o) | set(n)) if o.get(s) != n.get(s)]
+        else:
+            changed.append(k)
+    if changed:
+        raise SpecError(
+            f"--resume: the job spec differs from the run being resumed ({parent}) in "
+            f"{', '.join(changed)}; resume with the original spec or start a new run without "
+            "--resume"
+        )
+
+
 def _reattach(tuner: Any, tune_config: Any, callbacks: list[Any], verbose: int) -> None:
     """Give a restored Tuner this execution's searcher, scheduler and callbacks.
 
@@ -488,7 +516,12 @@ def _reattach(tuner: Any, tune_config: Any, callbacks: list[Any], verbose: int) 
     NOTE: private attributes of ``ray.tune.Tuner`` as of Ray 2.60 (pinned in pyproject.toml);
     tests/tune/test_resume.py fails if they move.
     """
-    internal = tuner._local_tuner
+    internal = getattr(tuner, "_local_tuner", None)
+    if internal is None:
+        raise ClusterError(
+            "--resume works with an embedded Ray or --address of a cluster this machine is part "
+            "of (auto, HOST:6379), not through Ray Client (ray://); submit the job instead"
+        )
     internal._tune_config = tune_config
     internal._run_config.callbacks = callbacks
     internal._run_config.verbose = verbose

@@ -141,3 +141,23 @@ def test_bad_generate_input_is_one_line(tmp_path: Path) -> None:
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     r = run_cli("history", "generate", "--replicates", "99", "--configs-per-task", "4", "--dry-run")
     assert r.returncode == 2 and "--replicates must be between 0 and" in r.stderr
+
+
+def test_resume_reads_the_store_jobs_write_to_by_default(tmp_path: Path, monkeypatch) -> None:
+    # No --tracking-uri: generation and its resume check both use AutoPipe's default store.
+    from autopipe.tracking import Tracker
+
+    monkeypatch.setenv("AUTOPIPE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)  # MLflow's own default would be ./mlflow.db here
+    space = load_spec(Path(__file__).parents[2] / "jobs" / "demo.yaml").to_space()
+    cfg = G.design(space, 1, seed=0)[0]
+    t = Tracker(None)
+    exp = t.experiment_id("gen")
+    rid = t.start_run(exp, "trial", {M.TAG_JOB: "gen-parity-s0", M.TAG_ROLE: "trial"})
+    t.log_params(rid, cfg)
+    t.set_tags(rid, {M.TAG_STATUS: M.STATUS_COMPLETED})
+    t.end_run(rid)
+    done = G.ended_configs(None, "gen", "gen-parity-s0", space)
+    assert done == {space.config_key(cfg)}
+    assert not (tmp_path / "mlflow.db").exists()  # nothing written to MLflow's own default

@@ -16,7 +16,10 @@ from autopipe.errors import DataError
 from autopipe.history import History, read_run_table, write_run_table
 from autopipe.history.model import concat_histories
 
-SHARED = Path(os.environ.get("AUTOPIPE_SHARED_DIR", Path(__file__).resolve().parents[3] / "shared")) / "data"
+SHARED = (
+    Path(os.environ.get("AUTOPIPE_SHARED_DIR", Path(__file__).resolve().parents[3] / "shared"))
+    / "data"
+)
 
 SPACE = {
     "format": "autopipe-run-table/1",

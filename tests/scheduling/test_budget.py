@@ -46,3 +46,18 @@ def test_ledger_scores() -> None:
     assert ledger.score("g", {M.OBJECTIVE: 0.9}, M.OBJECTIVE) == (0.9, None)  # completed
     assert ledger.score("h", {M.OBJECTIVE: float("nan")}, M.OBJECTIVE) == (None, None)
     assert fallback_proxy([], {})[0] != fallback_proxy([], {})[0]  # NaN without any loss
+
+
+def test_a_trial_restarted_from_a_checkpoint_keeps_one_ordered_curve() -> None:
+    ledger = Ledger()
+    for step in (10, 20, 30):
+        ledger.record("t", {}, {M.GLOBAL_STEP: step, M.KL: float(step)})
+    # The trial's worker died; it restarts from its step-20 checkpoint and reports 20, 25.
+    ledger.record("t", {}, {M.GLOBAL_STEP: 20, M.KL: 2.0})
+    ledger.record("t", {}, {M.GLOBAL_STEP: 25, M.KL: 2.5})
+    steps = [r[M.GLOBAL_STEP] for r in ledger.get("t").reports]
+    assert steps == [10, 20, 25]  # the rewound steps replace what came after the checkpoint
+    assert ledger.get("t").reports[1][M.KL] == 2.0  # the latest report of step 20
+    # A final report at the same step as the last one is not a rewind: both are kept.
+    ledger.record("t", {}, {M.GLOBAL_STEP: 25, M.OBJECTIVE: 0.5})
+    assert [r[M.GLOBAL_STEP] for r in ledger.get("t").reports] == [10, 20, 25, 25]

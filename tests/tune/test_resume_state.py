@@ -87,3 +87,42 @@ def test_callback_skips_logged_steps_and_final_records() -> None:
     assert tracker.ended == [] and cb.status["old"] == M.STATUS_COMPLETED
     replay = replay_result(TrialRun("old", "r2", M.STATUS_COMPLETED, {M.OBJECTIVE: 0.5}, {"x": 36}))
     assert replay[M.STAGE] == "done" and replay[M.GLOBAL_STEP] == 36
+
+
+def test_orphans_are_dropped_only_after_the_restored_trials_were_matched() -> None:
+    tracker = _Tracker()
+    cb = MLflowTrialCallback(tracker, "0", "parent", {})  # type: ignore[arg-type]
+    cb.resume_from({"a": TrialRun("a", "r1", M.STATUS_RUNNING, {}, {M.TRAIN_LOSS: 5})})
+    # The restore failed before Tune ran a step: nothing may be deleted.
+    assert cb.drop_orphans() == [] and cb.runs == {"a": "r1"}
+
+
+class _SpecTracker:
+    def __init__(self, text: str | None) -> None:
+        self.text = text
+
+    def read_text(self, run_id: str, artifact_file: str) -> str | None:
+        return self.text
+
+
+def test_resume_refuses_a_changed_spec() -> None:
+    import yaml
+
+    from autopipe.errors import SpecError
+    from autopipe.spec import parse_spec
+    from autopipe.tune.runner import _check_same_spec
+
+    base = {"name": "j", "dataset": {"task": "sort", "n_train": 100}}
+    spec = parse_spec(base)
+    recorded = yaml.safe_dump(spec.dump())
+    _check_same_spec(_SpecTracker(recorded), "p", spec)  # the same spec resumes
+    moved = parse_spec({**base, "tracking": {"uri": "sqlite:////tmp/elsewhere.db"}})
+    _check_same_spec(_SpecTracker(recorded), "p", moved)  # another tracking URI is fine
+    _check_same_spec(_SpecTracker(None), "p", spec)  # no record: nothing to compare
+    changed = parse_spec({**base, "search": {"algorithm": "gp-ei"}, "budget": {"max_trials": 9}})
+    try:
+        _check_same_spec(_SpecTracker(recorded), "p", changed)
+        raise AssertionError("a changed spec was accepted")
+    except SpecError as e:
+        msg = str(e)
+    assert "budget.max_trials, search.algorithm" in msg and "\n" not in msg  # one line, names both
