@@ -29,8 +29,13 @@ from autopipe.bench.methods import Method
 from autopipe.history.model import COST, History, Y
 
 
-def bench_ray_env() -> None:
-    """Environment for an embedded, quiet Ray on 127.0.0.1; call before importing Ray."""
+def bench_ray_env() -> dict[str, str | None]:
+    """Environment for an embedded, quiet Ray on 127.0.0.1; call before importing Ray.
+
+    Returns the previous values: the runner restores them when it closes, so Tune settings that
+    suit a replay (no per-trial result files, no experiment checkpoints) never reach the tuning
+    jobs a process runs afterwards (or their subprocesses)."""
+    previous: dict[str, str | None] = {}
     for k, v in {
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         "RAY_AUTH_MODE": "disabled",
@@ -40,7 +45,9 @@ def bench_ray_env() -> None:
         "TUNE_GLOBAL_CHECKPOINT_S": "100000",
         "RAY_AIR_NEW_OUTPUT": "0",
     }.items():
+        previous[k] = os.environ.get(k)
         os.environ.setdefault(k, v)
+    return previous
 
 
 # --------------------------------------------------------------------------- replay
@@ -278,12 +285,13 @@ class RayReplayRunner:
     """Holds one local Ray for all Tuners of a benchmark (``with`` closes it)."""
 
     def __init__(self, num_cpus: int = 2) -> None:
-        bench_ray_env()
+        self._env = bench_ray_env()
         import ray
 
         self._started = False
         if not ray.is_initialized():
             ray.init(
+                address="local",  # always its own instance, never another Ray on this machine
                 num_cpus=num_cpus,
                 include_dashboard=False,
                 _node_ip_address="127.0.0.1",
@@ -303,6 +311,11 @@ class RayReplayRunner:
         shutil.rmtree(self._tmp, ignore_errors=True)
         if self._started and ray.is_initialized():
             ray.shutdown()
+        for k, v in self._env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
     def __enter__(self) -> RayReplayRunner:
         return self

@@ -6,6 +6,7 @@ every searcher owns its seeded generator and the replay draw depends only on (se
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import pandas as pd
@@ -19,6 +20,9 @@ from autopipe.prior.ranker import RankerConfig
 from tests.prior.conftest import make_synthetic
 
 METHODS = ("random", "tpe", "gp-ei", "autopipe", "ranker-top1")
+ENV_BEFORE = {
+    v: os.environ.get(v) for v in ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "TUNE_GLOBAL_CHECKPOINT_S")
+}
 
 
 def run(engine: type, traces: dict) -> pd.DataFrame:
@@ -65,3 +69,7 @@ def test_direct_engine_matches_ray_tune() -> None:
         assert a.recs == b.recs, key
     assert direct[("autopipe", "t0", 0)].recs.keys() == {3, 5}
     pd.testing.assert_frame_equal(rows_direct, rows_tune)
+    # The replay's Tune settings (no result files, no experiment checkpoints) end with the
+    # runner: tuning jobs this process starts later (and their subprocesses) get Tune's defaults.
+    for var in ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "TUNE_GLOBAL_CHECKPOINT_S"):
+        assert os.environ.get(var) == ENV_BEFORE[var], var
