@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -81,3 +82,43 @@ def wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 120)
             assert proc.poll() is None, f"{what} exited"
             assert time.time() < deadline, f"{what} did not come up"
             time.sleep(1)
+
+
+def start_mlflow_server(port: int, d: Path) -> subprocess.Popen:
+    """A real ``mlflow server`` on 127.0.0.1:``port`` with a sqlite store in ``d``, in its own
+    process group (stop it with :func:`stop_mlflow_server`); returns once it answers."""
+    mlflow = str(Path(sys.executable).parent / "mlflow")
+    proc = subprocess.Popen(
+        [
+            mlflow,
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{d / 'server.db'}",
+            "--artifacts-destination",
+            str(d / "artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
+    wait_http(f"http://127.0.0.1:{port}/health", proc, "mlflow server")
+    return proc
+
+
+def stop_mlflow_server(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stop the server and its workers by process group; SIGKILL if SIGTERM does not do it."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,7 +23,13 @@ from mlflow.tracking import MlflowClient
 
 from autopipe import metrics as M
 from autopipe.tracking import PENDING_PREFIX, Tracker
-from tests.tune.helpers import free_port, run_cli, wait_http, write_spec
+from tests.tune.helpers import (
+    free_port,
+    run_cli,
+    start_mlflow_server,
+    stop_mlflow_server,
+    write_spec,
+)
 
 OUTAGE_S = 30.0
 
@@ -176,39 +181,6 @@ def test_a_closed_port_queues_quickly_instead_of_hanging(http_env: None) -> None
 
 
 # ----------------------------------------------------------------------- a real server outage
-def start_server(port: int, d: Path) -> subprocess.Popen:
-    mlflow = str(Path(sys.executable).parent / "mlflow")
-    proc = subprocess.Popen(
-        [
-            mlflow,
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{d / 'server.db'}",
-            "--artifacts-destination",
-            str(d / "artifacts"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
-    )
-    wait_http(f"http://127.0.0.1:{port}/health", proc, "mlflow server")
-    return proc
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGKILL)  # the server and its workers, by PID; no clean shutdown
-    proc.wait(timeout=30)
-
-
 class Outage(threading.Thread):
     """Stops the server once the first trial's child run exists, restarts it OUTAGE_S later."""
 
@@ -230,10 +202,10 @@ class Outage(threading.Thread):
                 time.sleep(0.5)
             else:
                 return
-            stop_server(self.proc)
+            stop_mlflow_server(self.proc, signal.SIGKILL)  # no clean shutdown
             self.down_at = time.time()
             time.sleep(OUTAGE_S)
-            self.proc = start_server(self.port, self.d)
+            self.proc = start_mlflow_server(self.port, self.d)
             self.up_at = time.time()
         except BaseException as e:  # reported by the test
             self.error = e
@@ -243,7 +215,7 @@ class Outage(threading.Thread):
 def test_a_30s_server_outage_mid_job_loses_nothing(tmp_path: Path) -> None:
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    proc = start_server(port, tmp_path)
+    proc = start_mlflow_server(port, tmp_path)
     outage = Outage(port, tmp_path, proc)
     try:
         # Three trials of about 10-20 s each on 2 quiet cores (a minute under load): the
@@ -308,7 +280,7 @@ def test_a_30s_server_outage_mid_job_loses_nothing(tmp_path: Path) -> None:
     finally:
         outage.stop.set()
         outage.join(timeout=OUTAGE_S + 150)
-        stop_server(outage.proc)
+        stop_mlflow_server(outage.proc, signal.SIGKILL)
 
 
 def test_a_tracker_pickles_without_its_lock_and_queue(http_env: None) -> None:

@@ -4,10 +4,6 @@ unreachable server fails the job fast with one line."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,44 +11,23 @@ import pytest
 import yaml
 
 from autopipe import metrics as M
-from tests.tune.helpers import free_port, run_cli, wait_http, write_spec
+from tests.tune.helpers import (
+    free_port,
+    run_cli,
+    start_mlflow_server,
+    stop_mlflow_server,
+    write_spec,
+)
 
 
 @pytest.fixture
 def mlflow_server(tmp_path: Path):
     port = free_port()
-    mlflow = str(Path(sys.executable).parent / "mlflow")
-    proc = subprocess.Popen(
-        [
-            mlflow,
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc = start_mlflow_server(port, tmp_path)
     try:
-        wait_http(url + "/health", proc, "mlflow server")
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # stop the server (and its workers) by PID
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        stop_mlflow_server(proc)  # the server and its workers, by PID
 
 
 def test_job_and_best_against_a_tracking_server(mlflow_server: str, tmp_path: Path) -> None:
