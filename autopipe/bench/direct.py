@@ -77,7 +77,9 @@ class _Controller:
         return [t for t in self.trials if t.status not in (Trial.TERMINATED, Trial.ERROR)]
 
     def _unsupported(self, what: str) -> None:
-        raise NotImplementedError(
+        from autopipe.errors import AutoPipeError
+
+        raise AutoPipeError(
             f"the direct engine does not emulate {what}; run this method with --engine tune"
         )
 
