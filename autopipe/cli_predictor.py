@@ -63,6 +63,13 @@ def register(subparsers: Any) -> None:
         default=5,
         help="k of the k-fold over configurations when there is one task group (default 5)",
     )
+    ev.add_argument(
+        "--peers",
+        type=int,
+        default=7,
+        help="other trials of the held-out task each prefix is ranked among, as in a job of "
+        "peers + 1 trials (default 7)",
+    )
     ev.add_argument("--out", default=None, help="also write the markdown table to this file")
     ev.add_argument("--csv", default=None, help="also write the per-task rows to this CSV file")
     _common_args(ev)
@@ -156,6 +163,7 @@ def cmd_predictor_evaluate(args: argparse.Namespace) -> int:
         config=config,
         seed=args.seed,
         progress=lambda msg: print(msg, file=sys.stderr),
+        n_peers=args.peers,
     )
     note = (
         f"Objective {h.objective} ({h.mode}); {config.n_models} XGBoost regressors per predictor; "

@@ -288,6 +288,7 @@ class Evaluation:
     coverage: dict[float, float]
     extrapolation_models: dict[float, dict[str, int]]
     seconds: float
+    n_peers: int = 0
 
 
 def evaluate_predictor(
@@ -299,9 +300,12 @@ def evaluate_predictor(
     ranker: RankerConfig | None = None,
     seed: int = 0,
     progress: Callable[[str], Any] | None = None,
+    n_peers: int = 7,
 ) -> Evaluation:
     """Cross-validate both predictor variants at each fraction next to the baselines (see the
-    module docstring). Raises :class:`DataError` when the history has no curves."""
+    module docstring). A held-out run's peer ranks use ``n_peers`` random other held-out runs of
+    its task (as in an 8-trial job at ``n_peers=7``). Raises :class:`DataError` when the history
+    has no curves."""
     t_start = time.perf_counter()
     fractions = [float(f) for f in fractions]
     bad = [f for f in fractions if not (0.0 < f <= 1.0)]
@@ -309,6 +313,8 @@ def evaluate_predictor(
         raise DataError(f"--fraction values must be in (0, 1], but got {bad or fractions}")
     if n_folds < 2:
         raise DataError(f"--folds must be >= 2, but got {n_folds}")
+    if n_peers < 0:
+        raise DataError(f"--peers must be >= 0, but got {n_peers}")
     sig, sig_mode = detect_signal(history, signal)
     config = config or PredictorConfig()
     frame = run_targets(history)
@@ -356,7 +362,7 @@ def evaluate_predictor(
                 (PRED_DIRECT, direct, None),
                 (PRED_RESIDUAL, resid, prior_test[test]),
             ):
-                got, mu, v = model.predict_history(history, te_ids, p)
+                got, mu, v = model.predict_history(history, te_ids, p, n_peers=n_peers)
                 if got["run_id"].tolist() != te_ids:
                     raise DataError("predict_history returned runs in another order")
                 pred[(name, f)][test] = mu
@@ -418,6 +424,7 @@ def evaluate_predictor(
         coverage=coverage,
         extrapolation_models=extrap_used,
         seconds=time.perf_counter() - t_start,
+        n_peers=n_peers if config.relative else 0,
     )
 
 
@@ -449,7 +456,13 @@ def render_markdown(ev: Evaluation, title: str, note: str = "") -> str:
         f"Protocol: {ev.protocol}. Prior: {ev.prior_kind}; the residual variant trains on "
         f"out-of-fold prior scores ({ev.prior_oof}). Baseline signal: `{ev.signal}` "
         f"({ev.signal_mode}). Runs with a curve row at or below f (coverage): {cov}. "
-        f"{ev.seconds:.0f}s.",
+        + (
+            f"Predictors rank each held-out prefix among {ev.n_peers} random other held-out "
+            "runs of its task (its peers in a job of that many more trials). "
+            if ev.n_peers
+            else ""
+        )
+        + f"{ev.seconds:.0f}s.",
         "",
     ]
     for scope, head in (

@@ -11,8 +11,12 @@ from typing import Any
 
 from autopipe import metrics as M
 
-# (reports so far, configuration) -> (proxy score, variance); maximised like the objective.
-ProxyFn = Callable[[list[dict[str, Any]], dict[str, Any]], tuple[float, float | None]]
+# (reports so far, configuration, peers) -> (proxy score, variance); maximised like the
+# objective. ``peers`` are the report lists of the job's other trials (any status but failed), so
+# a proxy can rank a prefix among the prefixes the same task produced.
+ProxyFn = Callable[
+    [list[dict[str, Any]], dict[str, Any], list[list[dict[str, Any]]]], tuple[float, float | None]
+]
 
 _KEEP = (
     *M.CURVE_SIGNALS,
@@ -29,7 +33,9 @@ _KEEP = (
 
 
 def fallback_proxy(
-    reports: list[dict[str, Any]], config: dict[str, Any]
+    reports: list[dict[str, Any]],
+    config: dict[str, Any],
+    peers: list[list[dict[str, Any]]] | None = None,
 ) -> tuple[float, float | None]:
     """Without a learned predictor: the negative of the latest eval (else train) loss.
 
@@ -105,7 +111,12 @@ class Ledger:
     def mark_early_stopped(self, trial_id: str) -> TrialRecord:
         rec = self.get(trial_id)
         rec.status = M.STATUS_EARLY_STOPPED
-        proxy, var = self.proxy_fn(rec.reports, rec.config)
+        peers = [
+            r.reports
+            for tid, r in self.trials.items()
+            if tid != trial_id and r.reports and r.status != M.STATUS_FAILED
+        ]
+        proxy, var = self.proxy_fn(rec.reports, rec.config, peers)
         rec.proxy = proxy if math.isfinite(proxy) else None
         rec.proxy_var = var
         return rec

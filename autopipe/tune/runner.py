@@ -581,9 +581,8 @@ def load_proxy(spec: JobSpec, meta: dict[str, float]) -> Any:
     """
     if not spec.history.predictor:
         return None
-    import numpy as np
-
     from autopipe.predictor.model import RESIDUAL, EarlyPredictor
+    from autopipe.predictor.proxy import make_proxy
 
     pred = EarlyPredictor.load(spec.resolve(spec.history.predictor))
     prior = load_prior(spec) if pred.variant == RESIDUAL else None
@@ -593,19 +592,7 @@ def load_proxy(spec: JobSpec, meta: dict[str, float]) -> Any:
         raise SpecError(
             "history.predictor is a residual predictor and needs history.prior, but got none"
         )
-    space = spec.to_space()
-    reference = (
-        space.sample_many(2000, np.random.default_rng(spec.seed)) if prior is not None else []
-    )
-
-    def proxy(reports: list[dict[str, Any]], config: dict[str, Any]) -> tuple[float, float | None]:
-        prior_z = None
-        if prior is not None:
-            cfg = {k: v for k, v in config.items() if k in space.names}
-            prior_z = float(prior.score(meta, [*reference, cfg])[-1])
-        return pred.predict_reports(reports, config, meta, prior_z)
-
-    return proxy
+    return make_proxy(pred, prior, spec.to_space(), meta, spec.seed)
 
 
 def _promote(
