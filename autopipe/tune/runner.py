@@ -42,6 +42,10 @@ WORKER_ENV = {
     # NOTE: 0.25 s was chosen by hand; benchmarks/overhead.py measures the per-trial overhead
     # that results (benchmarks/README.md).
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
+    # Train's controller gives a worker group 60 s to start, then fails the attempt: on a loaded
+    # 2-core machine (a demo beside another job) worker processes took longer and every attempt
+    # timed out. A user's own setting in the driver's environment wins (worker_env).
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
 }
 
 
@@ -97,7 +101,7 @@ def worker_env(spec: JobSpec) -> dict[str, str]:
     threads = spec.resources.threads_per_worker or max(1, int(spec.resources.cpus_per_worker))
     env = dict(WORKER_ENV)
     env["OMP_NUM_THREADS"] = str(threads)
-    for key in ("TORCH_EXTENSIONS_DIR", "AUTOPIPE_FAULT"):
+    for key in ("TORCH_EXTENSIONS_DIR", "AUTOPIPE_FAULT", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"):
         if os.environ.get(key):
             env[key] = os.environ[key]
     return env

@@ -54,3 +54,15 @@ def test_multi_node_needs_shared_storage(monkeypatch: pytest.MonkeyPatch) -> Non
         check_resources(_spec(storage=None))
     monkeypatch.setattr(ray, "nodes", lambda: NODES[:1])
     check_resources(_spec(storage=None))  # one node: local storage is fine
+
+
+def test_worker_group_start_timeout_is_long_and_user_overridable(monkeypatch) -> None:
+    from autopipe.tune.runner import worker_env
+
+    monkeypatch.delenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", raising=False)
+    # Train's 60 s default failed every attempt on a loaded 2-core machine; ours is 300 s
+    # (infeasible requests are rejected by check_resources before any trial starts)
+    assert worker_env(_spec())["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] == "300"
+    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "45")
+    # the user's own setting reaches the workers
+    assert worker_env(_spec())["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] == "45"
