@@ -19,6 +19,7 @@ from autopipe import metrics as M
 from autopipe.errors import ClusterError, SpecError, TrackingError
 from autopipe.spec import JobSpec
 from autopipe.tracking import Tracker, data_dir
+from autopipe.transfer import load_transfer
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ WORKER_ENV = {
     "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
 }
 
+
+_UNSET: Any = object()  # make_core's "prior not given" (None means "no prior")
 
 # Ray's resource of the head node; each trial driver takes a tiny share of it.
 # NOTE: 1e-4 is Ray's resource granularity: up to 10,000 concurrent trial drivers.
@@ -374,11 +377,17 @@ def run_job(
     try:
         if previous is None:
             _log_job(tracker, parent, spec, space, meta, ds_tags)
-        ledger.proxy_fn = load_proxy(spec, meta) or ledger.proxy_fn
+        transfer = load_transfer(spec, space, tracker.uri, log=log.info)
+        if transfer.notes and previous is None:
+            tracker.set_tags(parent, transfer.tags)
+        if transfer.predictor is not None:
+            from autopipe.predictor.proxy import make_proxy
+
+            ledger.proxy_fn = make_proxy(transfer.predictor, transfer.prior, space, meta, spec.seed)
         started = init_ray(spec, address)
         check_resources(spec)
         storage = storage_path(spec)
-        core = make_core(spec, space, meta)
+        core = make_core(spec, space, meta, prior=transfer.prior)
         searcher = JobSearcher(
             core,
             ledger,
@@ -535,8 +544,9 @@ def _unfinished(callback: Any, tracker: Tracker) -> list[str]:
     return [t for t, rid in callback.runs.items() if rid in tracker.open_runs]
 
 
-def make_core(spec: JobSpec, space: Any, meta: dict[str, float]) -> Any:
-    """The searcher's Ray-free core from the registry, with the job's prior when it names one.
+def make_core(spec: JobSpec, space: Any, meta: dict[str, float], prior: Any = _UNSET) -> Any:
+    """The searcher's Ray-free core from the registry, with the job's prior (``prior``: a
+    loaded or fitted one, or ``None``; by default the one ``history.prior`` names).
 
     ``search.options`` must be keyword arguments of the core (checked here, so a typo is a
     one-line error); ``prior`` and ``meta`` come from ``history`` and the dataset, not options.
@@ -563,40 +573,38 @@ def make_core(spec: JobSpec, space: Any, meta: dict[str, float]) -> Any:
     if "budget" in params:
         opts["budget"] = spec.budget.max_trials
     if algo == "autopipe":
-        opts.update(prior=load_prior(spec), meta=meta)
+        prior = load_prior(spec) if prior is _UNSET else prior
+        if prior is None:
+            log.warning(
+                "search.algorithm autopipe without a prior (history.prior or "
+                "history.run_tables): plain GP-BO, no transfer"
+            )
+        opts.update(prior=prior, meta=meta)
     opts.update(spec.search.options)
     return factory(space, seed=spec.search.seed, **opts)
 
 
 def load_prior(spec: JobSpec) -> Any:
+    """The prior ``history.prior`` names, else ``None``."""
     if not spec.history.prior:
-        log.warning("search.algorithm autopipe without history.prior: plain GP-BO, no transfer")
         return None
     from autopipe.prior.ranker import RankingPrior
 
     return RankingPrior.load(spec.resolve(spec.history.prior))
 
 
-def load_proxy(spec: JobSpec, meta: dict[str, float]) -> Any:
-    """The proxy of early-stopped trials: the learned predictor if the job names one.
-
-    A residual predictor needs the prior's z-score of the configuration: it is computed against
-    a fixed seeded reference sample of the space, the set the prior's scores are z-normalized in.
-    """
-    if not spec.history.predictor:
-        return None
-    from autopipe.predictor.model import RESIDUAL, EarlyPredictor
+def load_proxy(spec: JobSpec, meta: dict[str, float], tracking_uri: str | None = None) -> Any:
+    """The proxy of early-stopped trials: the job's learned predictor (named by
+    ``history.predictor`` or fitted from its histories, see :mod:`autopipe.transfer`), else
+    ``None``. A residual predictor's prior z-score of a configuration is computed against a
+    fixed seeded reference sample of the space (:func:`autopipe.predictor.proxy.make_proxy`)."""
     from autopipe.predictor.proxy import make_proxy
 
-    pred = EarlyPredictor.load(spec.resolve(spec.history.predictor))
-    prior = load_prior(spec) if pred.variant == RESIDUAL else None
-    if pred.variant == RESIDUAL and prior is None:
-        from autopipe.errors import SpecError
-
-        raise SpecError(
-            "history.predictor is a residual predictor and needs history.prior, but got none"
-        )
-    return make_proxy(pred, prior, spec.to_space(), meta, spec.seed)
+    space = spec.to_space()
+    transfer = load_transfer(spec, space, tracking_uri)
+    if transfer.predictor is None:
+        return None
+    return make_proxy(transfer.predictor, transfer.prior, space, meta, spec.seed)
 
 
 def _promote(

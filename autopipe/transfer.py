@@ -1,0 +1,170 @@
+"""What a tuning job transfers from earlier runs: the ranking prior and the early-signal
+predictor, loaded from the folders a job names (``history.prior`` / ``history.predictor``, written
+by ``autopipe prior fit`` / ``autopipe predictor fit``) or fitted when the job starts from the
+histories it names (``history.run_tables`` / ``history.mlflow_experiments``). Ray-free; it builds
+models, it does not search or schedule.
+
+Fitting at job start: the prior on every task of the pooled histories; the predictor (only when
+the job stops trials early, ``budget.early_stop_fraction < 1``, and the histories have curves) at
+that fraction, as the residual variant over out-of-fold prior scores (each task scored by a
+ranker fitted on the other tasks, as ``autopipe predictor evaluate`` does), or the direct variant
+when the histories hold a single task.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from autopipe.errors import DataError, SpecError
+from autopipe.spec import JobSpec
+
+Log = Callable[[str], Any]
+
+
+@dataclass
+class Transfer:
+    """The job's prior and predictor (each ``None`` when there is none) and how they were made."""
+
+    prior: Any = None  # autopipe.prior.ranker.RankingPrior
+    predictor: Any = None  # autopipe.predictor.model.EarlyPredictor
+    notes: list[str] = field(default_factory=list)  # one line per model, for the log and MLflow
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {f"autopipe.transfer.{i}": n for i, n in enumerate(self.notes)}
+
+
+def history_sources(spec: JobSpec) -> list[str]:
+    """The job's histories as ``autopipe`` source strings (folders resolved, ``mlflow:EXP``)."""
+    return [str(spec.resolve(p)) for p in spec.history.run_tables] + [
+        f"mlflow:{e}" for e in spec.history.mlflow_experiments
+    ]
+
+
+def load_transfer(
+    spec: JobSpec, space: Any, tracking_uri: str | None = None, log: Log | None = None
+) -> Transfer:
+    """The prior and predictor of ``spec``: files it names win; otherwise fitted from its
+    histories (see the module docstring). Raises :class:`SpecError` for a history whose space is
+    not the job's, or a residual predictor file without a prior."""
+    from autopipe.predictor.model import RESIDUAL, EarlyPredictor
+    from autopipe.prior.ranker import RankingPrior
+
+    log = log or (lambda msg: None)
+    out = Transfer()
+    if spec.history.prior:
+        out.prior = RankingPrior.load(spec.resolve(spec.history.prior))
+        out.notes.append(f"prior: loaded from {spec.history.prior}")
+    if spec.history.predictor:
+        out.predictor = EarlyPredictor.load(spec.resolve(spec.history.predictor))
+        out.notes.append(f"predictor: loaded from {spec.history.predictor}")
+    sources = history_sources(spec)
+    early = spec.budget.early_stop_fraction
+    need_prior = out.prior is None
+    need_pred = out.predictor is None and early < 1.0
+    if sources and (need_prior or need_pred):
+        history = _load_histories(sources, space, tracking_uri)
+        prior, pred, notes = fit_transfer(
+            history,
+            fraction=early if need_pred else None,
+            seed=spec.search.seed,
+            fit_prior=need_prior,
+            log=log,
+        )
+        out.prior = out.prior if prior is None else prior
+        out.predictor = out.predictor if pred is None else pred
+        out.notes += notes
+    if out.predictor is not None and out.predictor.variant == RESIDUAL and out.prior is None:
+        raise SpecError(
+            "history.predictor is a residual predictor and needs history.prior (or "
+            "history.run_tables to fit one), but got none"
+        )
+    return out
+
+
+def fit_transfer(
+    history: Any,
+    fraction: float | None,
+    seed: int = 0,
+    fit_prior: bool = True,
+    log: Log | None = None,
+) -> tuple[Any, Any, list[str]]:
+    """``(prior or None, predictor or None, notes)`` fitted on ``history``: the prior when
+    ``fit_prior``, the predictor at ``fraction`` when it is given and the history has curves."""
+    from autopipe.predictor.model import EarlyPredictor, PredictorConfig, prior_scores, run_targets
+    from autopipe.prior.ranker import RankerConfig, RankingPrior
+
+    log = log or (lambda msg: None)
+    notes: list[str] = []
+    n_runs, n_tasks = len(history.runs), len(history.task_ids)
+    prior = None
+    if fit_prior:
+        t0 = time.perf_counter()
+        prior = RankingPrior.fit(history, RankerConfig(seed=seed, n_jobs=1))
+        notes.append(
+            f"prior: fitted on {history.where} ({n_runs} runs, {n_tasks} tasks) in "
+            f"{time.perf_counter() - t0:.1f}s"
+        )
+        log(notes[-1])
+    pred = None
+    if fraction is not None and fraction < 1.0:
+        if not history.curve_signals:
+            notes.append(f"predictor: none ({history.where} has no learning curves)")
+            log(notes[-1])
+            return prior, None, notes
+        t0 = time.perf_counter()
+        frame = run_targets(history)
+        groups = history.group_of()
+        g = frame["task"].map(groups).to_numpy()
+        names = sorted(set(g))
+        cfg = PredictorConfig(seed=seed)
+        if len(names) >= 2:
+            # out-of-fold prior scores: in-sample ones would teach the residual model to trust
+            # the prior more than it deserves on a new task
+            p = np.zeros(len(frame))
+            oof = RankerConfig(seed=seed, n_models=1, n_jobs=1)
+            for name in names:
+                held = g == name
+                tasks = sorted(set(frame.loc[~held, "task"]))
+                ranker = RankingPrior.fit(history, oof, tasks=tasks)
+                p[held] = prior_scores(ranker, history, frame.loc[held])
+            pred = EarlyPredictor.fit(history, fraction, prior_z=p, config=cfg)
+        else:
+            pred = EarlyPredictor.fit(history, fraction, config=cfg)
+        notes.append(
+            f"predictor: {pred.variant} variant fitted at f={fraction:g} on {history.where} "
+            f"({len(frame)} runs) in {time.perf_counter() - t0:.1f}s"
+        )
+        log(notes[-1])
+    return prior, pred, notes
+
+
+def _load_histories(sources: list[str], space: Any, tracking_uri: str | None) -> Any:
+    from autopipe.cli_history import load_history
+    from autopipe.history.model import concat_histories
+
+    histories = []
+    for src in sources:
+        try:
+            h = load_history(src, tracking_uri)
+        except DataError as e:
+            raise SpecError(f"history: {e}") from e
+        want, got = space.to_json()["params"], h.space.to_json()["params"]
+        if got != want:
+            have = sorted(p["name"] for p in got)
+            need = sorted(p["name"] for p in want)
+            raise SpecError(
+                f"history: {src} was run over another search space (parameters {have}) than "
+                f"this job's ({need}, or the same names with other ranges); a prior and "
+                "predictor transfer only within one space"
+            )
+        histories.append(h)
+    return concat_histories(histories)
+
+
+__all__ = ["Transfer", "fit_transfer", "history_sources", "load_transfer"]

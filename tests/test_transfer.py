@@ -1,0 +1,137 @@
+"""What a job transfers: a prior and an early predictor fitted at job start from the run tables
+it names (or loaded from folders it names), with one-line errors for histories of another space."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import spearmanr
+
+from autopipe import metrics as M
+from autopipe.errors import SpecError
+from autopipe.history.model import History
+from autopipe.history.runtable import write_run_table
+from autopipe.predictor.model import DIRECT, RESIDUAL
+from autopipe.predictor.proxy import make_proxy
+from autopipe.spec import parse_spec
+from autopipe.transfer import load_transfer
+
+SPACE = {
+    "sft": {"lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}, "steps": {"values": [60, 120]}}
+}
+
+
+def _spec(tmp_path: Path, history: dict, early: float = 0.5, space: dict | None = None):
+    return parse_spec(
+        {
+            "name": "t",
+            "dataset": {"task": "sort"},
+            "space": space or SPACE,
+            "budget": {"max_trials": 4, "early_stop_fraction": early},
+            "search": {"algorithm": "autopipe"},
+            "history": history,
+        },
+        base_dir=tmp_path,
+    )
+
+
+def _table(tmp_path: Path, n_tasks: int = 3, n: int = 40, seed: int = 0) -> Path:
+    """A run table over SPACE: the final objective peaks at lr = 1e-3 on every task (what a prior
+    learns) plus a hidden per-run rate that the eval loss curve shows (what a predictor learns)."""
+    rng = np.random.default_rng(seed)
+    space = _spec(tmp_path, {}).to_space()
+    runs, curves = [], []
+    for t in range(n_tasks):
+        for i, cfg in enumerate(space.sample_many(n, rng)):
+            s = rng.uniform(0.0, 1.0)
+            y = -((np.log10(cfg["sft.lr"]) + 3.0) ** 2) + s
+            rid = f"t{t}-{i}"
+            runs.append({"run_id": rid, "task": f"t{t}", "seed": 0, **cfg, "y": y})
+            for f in (0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0):
+                loss = (2.0 + t) * (1.0 - 0.3 * s * f) + 0.01 * rng.normal()
+                curves.append(
+                    {"run_id": rid, M.FRACTION: f, M.EVAL_LOSS: loss, M.TRAIN_LOSS: loss - 0.1}
+                )
+    frame = pd.DataFrame(runs)
+    frame["cost"], frame["status"] = 10.0, "ok"
+    h = History(
+        space=space,
+        runs=frame,
+        tasks=pd.DataFrame(
+            {
+                "task": [f"t{t}" for t in range(n_tasks)],
+                "group": [f"t{t}" for t in range(n_tasks)],
+                "meta_size": np.arange(n_tasks, dtype=float),
+            }
+        ),
+        curves=pd.DataFrame(curves),
+        objective=M.OBJECTIVE,
+        name="synthetic",
+    )
+    return write_run_table(h, tmp_path / "hist")
+
+
+def test_job_fits_prior_and_residual_predictor_from_its_run_table(tmp_path: Path) -> None:
+    table = _table(tmp_path)
+    spec = _spec(tmp_path, {"run_tables": ["hist"]})  # relative to the spec's folder
+    space = spec.to_space()
+    lines: list[str] = []
+    tr = load_transfer(spec, space, log=lines.append)
+    # both models fitted at job start, each announced on one line and kept as MLflow tags
+    assert tr.prior is not None and tr.predictor is not None
+    assert len(lines) == 2 and lines == tr.notes and "fitted on" in lines[0]
+    assert set(tr.tags) == {"autopipe.transfer.0", "autopipe.transfer.1"}
+    # the predictor stops where the job stops trials, over out-of-fold prior scores
+    assert tr.predictor.fraction == 0.5 and tr.predictor.variant == RESIDUAL
+    assert str(table) in lines[1]
+    # the prior learned the shared optimum lr = 1e-3
+    cands = [
+        {"sft.lr": lr, "sft.steps": 60, "rl.lr": 1e-4} for lr in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+    ]
+    score = tr.prior.score({"size": 1.0}, cands)
+    assert int(np.argmax(score)) in (1, 2, 3) and score[2] > score[0] and score[2] > score[4]
+    # the proxy it feeds ranks a new task's prefixes (curves on an unseen scale) by their rate
+    proxy = make_proxy(tr.predictor, tr.prior, space, {"size": 5.0}, seed=0)
+    rates = np.linspace(0.0, 1.0, 8)
+    reps = [
+        [{M.FRACTION: f, M.EVAL_LOSS: 9.0 * (1 - 0.3 * r * f)} for f in (0.1, 0.2, 0.3, 0.4, 0.5)]
+        for r in rates
+    ]
+    cfg = {"sft.lr": 1e-3, "sft.steps": 60, "rl.lr": 1e-4}
+    got = [proxy(reps[i], cfg, [reps[j] for j in range(8) if j != i])[0] for i in range(8)]
+    assert spearmanr(got, rates).statistic > 0.8
+
+
+def test_no_early_stopping_means_no_predictor_and_files_win(tmp_path: Path) -> None:
+    _table(tmp_path)
+    spec = _spec(tmp_path, {"run_tables": ["hist"]}, early=1.0)
+    tr = load_transfer(spec, spec.to_space())
+    # trials run to the end: nothing to predict
+    assert tr.prior is not None and tr.predictor is None and len(tr.notes) == 1
+    tr.prior.save(tmp_path / "prior")
+    spec = _spec(tmp_path, {"run_tables": ["hist"], "prior": "prior"})
+    tr = load_transfer(spec, spec.to_space())
+    # the named prior is loaded, only the predictor is fitted
+    assert tr.notes[0] == "prior: loaded from prior" and "predictor: residual" in tr.notes[1]
+
+
+def test_single_task_history_gives_the_direct_predictor(tmp_path: Path) -> None:
+    _table(tmp_path, n_tasks=1)
+    spec = _spec(tmp_path, {"run_tables": ["hist"]})
+    tr = load_transfer(spec, spec.to_space())
+    # no other task to score the prior out of fold: the direct variant
+    assert tr.predictor.variant == DIRECT
+
+
+def test_history_of_another_space_is_one_line_error(tmp_path: Path) -> None:
+    _table(tmp_path)
+    other = {"sft": {"lr": {"low": 1.0e-5, "high": 1.0e-2, "log": True}}}
+    spec = _spec(tmp_path, {"run_tables": ["hist"]}, space=other)
+    with pytest.raises(SpecError, match=r"^history: .*hist was run over another search space"):
+        load_transfer(spec, spec.to_space())
+    spec = _spec(tmp_path, {"run_tables": ["missing"]})
+    with pytest.raises(SpecError, match=r"^history: .*missing"):
+        load_transfer(spec, spec.to_space())
