@@ -135,3 +135,16 @@ def test_history_of_another_space_is_one_line_error(tmp_path: Path) -> None:
     spec = _spec(tmp_path, {"run_tables": ["missing"]})
     with pytest.raises(SpecError, match=r"^history: .*missing"):
         load_transfer(spec, spec.to_space())
+
+
+def test_demo_job_transfers_from_the_shipped_history_without_its_task() -> None:
+    from autopipe.spec import load_spec
+
+    spec = load_spec(Path(__file__).parents[1] / "jobs" / "demo.yaml")
+    tr = load_transfer(spec, spec.to_space())
+    # the demo fits both models on benchmarks/data/tinypost at start
+    assert tr.prior is not None and tr.predictor is not None
+    assert tr.predictor.variant == RESIDUAL and tr.predictor.fraction == 0.5
+    # the demo's task is held out of the history its models learn from
+    tasks = tr.prior.training["tasks"]
+    assert tasks and not any(t.startswith("sort") for t in tasks)

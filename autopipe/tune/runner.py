@@ -75,6 +75,7 @@ class JobResult:
     promoted: dict[str, str] = field(default_factory=dict)  # promoted trial -> early-stopped source
     cost_saved_s: float = 0.0
     prior_top: dict[str, Any] | None = None  # the prior's top-ranked candidate (with a prior)
+    transfer: list[str] = field(default_factory=list)  # how the prior/predictor were obtained
 
 
 def trial_settings(spec: JobSpec) -> dict[str, Any]:
@@ -378,6 +379,7 @@ def run_job(
         if previous is None:
             _log_job(tracker, parent, spec, space, meta, ds_tags)
         transfer = load_transfer(spec, space, tracker.uri, log=log.info)
+        result.transfer = list(transfer.notes)
         if transfer.notes and previous is None:
             tracker.set_tags(parent, transfer.tags)
         if transfer.predictor is not None:
@@ -784,6 +786,7 @@ def format_summary(res: JobResult) -> str:
             f"promoted the recommended early-stopped trial to full fidelity; "
             f"{res.cost_saved_s:.1f} trial-seconds of its prefix not recomputed"
         )
+    lines += res.transfer
     if res.prior_top is not None:
         lines.append(
             "the prior's top-ranked configuration (before any trial): "

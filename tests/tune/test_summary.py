@@ -34,3 +34,12 @@ def test_summary_prints_prior_suggestion_best_and_cost() -> None:
         in text
     )
     assert "best objective = 0.6100 (trial t1)" in text
+
+
+def test_summary_says_where_the_prior_and_predictor_came_from() -> None:
+    res = JobResult("demo", "1", "r", "sqlite:///x.db", None, None, None)
+    res.transfer = ["prior: fitted on hist (10 runs, 2 tasks) in 0.1s", "predictor: loaded from p"]
+    lines = format_summary(res).splitlines()
+    # one line per model, as load_transfer wrote them
+    assert "prior: fitted on hist (10 runs, 2 tasks) in 0.1s" in lines
+    assert "predictor: loaded from p" in lines
