@@ -42,13 +42,32 @@ def stage(spec: JobSpec, staging: Path) -> Path:
     if spec.model.path:
         # Model directories are not uploaded (size): the path must exist on the cluster's nodes.
         doc["model"]["path"] = str(spec.resolve(spec.model.path))
-    for i, rt in enumerate(doc["history"].get("run_tables") or []):
-        doc["history"]["run_tables"][i] = str(spec.resolve(rt))
+    # The job's history travels with it (run tables and saved models are small: the shipped
+    # post-training history is 0.2-2 MB), so the cluster needs no shared filesystem for it.
+    hist = doc["history"]
+    for i, rt in enumerate(hist.get("run_tables") or []):
+        hist["run_tables"][i] = _upload(
+            spec, rt, f"history.run_tables[{i}]", staging, f"history/{i}"
+        )
+    for key in ("prior", "predictor"):
+        if hist.get(key):
+            hist[key] = _upload(spec, hist[key], f"history.{key}", staging, f"history/{key}")
     if doc.get("storage") and "://" not in doc["storage"]:
         doc["storage"] = str(spec.resolve(doc["storage"]))
     out = staging / STAGED_SPEC
     out.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return out
+
+
+def _upload(spec: JobSpec, path: str, field: str, staging: Path, dest: str) -> str:
+    """Copy the folder ``path`` (relative to the spec) to ``staging/dest/<name>``; the staged
+    spec's path for it."""
+    src = spec.resolve(path)
+    if not src.is_dir():
+        raise ClusterError(f"{field} {str(src)!r} is not a folder, so it cannot be uploaded")
+    rel = f"{dest}/{src.name}"
+    shutil.copytree(src, staging / rel)
+    return rel
 
 
 def entrypoint() -> str:

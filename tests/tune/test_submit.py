@@ -97,3 +97,27 @@ def test_submit_unreachable_address_is_one_line(tmp_path: Path) -> None:
     r = run_cli("submit", str(spec), "--address", f"http://127.0.0.1:{free_port()}", timeout=120)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().startswith("autopipe: error: --address") and "Traceback" not in r.stderr
+
+
+def test_stage_uploads_the_jobs_history(tmp_path: Path) -> None:
+    from autopipe.errors import ClusterError
+    from autopipe.spec import load_spec, parse_spec
+    from autopipe.submit import STAGED_SPEC, stage
+    from autopipe.transfer import load_transfer
+
+    demo = Path(__file__).parents[2] / "jobs" / "demo.yaml"
+    spec = load_spec(demo)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    staged = load_spec(stage(spec, staging))
+    # the run table is copied into the working dir and named relative to the staged spec
+    assert staged.history.run_tables == ["history/0/tinypost"]
+    assert (staging / "history/0/tinypost/runs.parquet").is_file()
+    assert staging / STAGED_SPEC == staged.base_dir / STAGED_SPEC
+    # what the cluster's driver does with it: fit the prior from the uploaded copy
+    assert load_transfer(staged, staged.to_space()).prior is not None
+    data = spec.dump()
+    data["history"] = {"prior": "no/such/prior"}
+    bad = parse_spec(data, base_dir=demo.parent)
+    with pytest.raises(ClusterError, match=r"^history.prior '.*no/such/prior' is not a folder"):
+        stage(bad, tmp_path)
