@@ -151,18 +151,44 @@ def init_ray(spec: JobSpec, address: str | None) -> bool:
     # Embedded: everything on loopback (see local_ray_env), no token auth for a single-user
     # local instance.
     local_ray_env()
-    ray.init(
+    # Ray Train's PlacementGroupCleaner (and any State API call in a worker) finds "its" cluster
+    # by auto-detection, which fails when another Ray runs on this machine (e.g. a history
+    # generation beside the demo): the cleaner then dies, every early-stopped trial leaks its
+    # placement group, and once they hold all CPUs no trial can start. So the workers are told
+    # this instance's API server, on a dashboard port chosen here.
+    dash_port = free_port()
+    api = f"http://127.0.0.1:{dash_port}"
+    runtime_env["env_vars"] = {**runtime_env["env_vars"], "RAY_API_SERVER_ADDRESS": api}
+    ctx = ray.init(
         # "local" always starts a new instance: never attach to another Ray this machine runs.
         address="local",
         include_dashboard=True,
         dashboard_host="127.0.0.1",
+        dashboard_port=dash_port,
         runtime_env=runtime_env,
         logging_level=logging.WARNING,
         log_to_driver=True,
         configure_logging=True,
         _node_ip_address="127.0.0.1",
     )
+    got = getattr(ctx, "dashboard_url", "") or ""
+    if got and not got.endswith(f":{dash_port}"):
+        log.warning(
+            "the Ray dashboard started on %s, not port %d: with another Ray on this machine, "
+            "early-stopped trials may not release their CPUs",
+            got,
+            dash_port,
+        )
     return True
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def check_resources(spec: JobSpec) -> None:
