@@ -375,6 +375,9 @@ def run_job(
     if previous is not None:
         _check_same_spec(tracker, previous.run_id, spec)
     ds_tags, meta = dataset_tags(spec)
+    # Before any MLflow run exists: a history of another space is a one-line error, not a
+    # failed job run.
+    transfer = load_transfer(spec, space, tracker.uri, log=log.info)
     common_tags = {M.TAG_JOB: spec.name, **ds_tags}
     if previous is not None:
         exp_id, parent = previous.experiment_id, previous.run_id
@@ -404,7 +407,6 @@ def run_job(
     try:
         if previous is None:
             _log_job(tracker, parent, spec, space, meta, ds_tags)
-        transfer = load_transfer(spec, space, tracker.uri, log=log.info)
         result.transfer = list(transfer.notes)
         if transfer.notes and previous is None:
             tracker.set_tags(parent, transfer.tags)
