@@ -49,8 +49,15 @@ def register(subparsers: Any) -> None:
         choices=("tune", "direct"),
         default="tune",
         help="tune: one Ray Tune Tuner per (method, task, seed); direct: the same searchers and "
-        "schedulers driven in-process through their Tune interfaces, no Ray (tables without "
-        "curves only; default tune)",
+        "schedulers driven in-process through their Tune interfaces, no Ray (not bohb on tables "
+        "with curves, whose scheduler pauses trials; default tune)",
+    )
+    b.add_argument(
+        "--early-fraction",
+        type=float,
+        default=0.5,
+        help="tables with curves: AutoPipe and its ablations stop each trial at this fraction "
+        "and score it by the predictor fitted on the training tasks (1: full runs; default 0.5)",
     )
     b.add_argument("--seeds", type=int, default=10, help="seeds per held-out task (default 10)")
     b.add_argument("--tasks", type=int, default=None, help="hold out only the first N tasks")
@@ -77,6 +84,8 @@ def _check(args: argparse.Namespace) -> None:
         raise DataError(f"--tasks must be >= 1, but got {args.tasks}")
     if args.prior_models < 1:
         raise DataError(f"--prior-models must be >= 1, but got {args.prior_models}")
+    if not (0.0 < args.early_fraction <= 1.0):
+        raise DataError(f"--early-fraction must be in (0, 1], but got {args.early_fraction}")
     if args.name is not None and len(args.data) > 1:
         raise DataError(f"--name names one result folder, but got {len(args.data)} --data folders")
     get_methods(args.methods)
@@ -103,10 +112,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 f"{h.where}: leave-one-group-out needs 2 or more task groups, but got {n_groups}"
             )
     for h in histories:
-        if args.engine == "direct" and h.curves is not None:
+        if args.engine == "direct" and h.curves is not None and "bohb" in args.methods:
             raise DataError(
-                f"{h.where}: --engine direct replays run tables without curves only; "
-                "use --engine tune"
+                f"{h.where}: --engine direct cannot run bohb on a table with curves "
+                "(HyperBandForBOHB pauses trials at its rungs); use --engine tune"
             )
 
     def say(msg: str) -> None:
@@ -139,6 +148,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 prior_config=RankerConfig(n_models=args.prior_models),
                 progress=say,
                 on_task=partial,
+                early_fraction=args.early_fraction,
             )
             wall = time.perf_counter() - t0
             note = _note(args, h, budgets, rows["task"].nunique(), wall)
@@ -151,7 +161,8 @@ def _note(args: argparse.Namespace, h: Any, budgets: list[int], n_tasks: int, wa
     return (
         f"`autopipe bench --data {h.source} --methods {' '.join(args.methods)} --budget "
         f"{' '.join(map(str, budgets))} --autopipe-budget {args.autopipe_budget} --seeds "
-        f"{args.seeds}{f' --tasks {args.tasks}' if args.tasks else ''} --engine {args.engine}`: "
+        f"{args.seeds}{f' --tasks {args.tasks}' if args.tasks else ''} --engine {args.engine}"
+        f"{f' --early-fraction {args.early_fraction:g}' if h.curves is not None else ''}`: "
         f"{n_tasks} held-out "
         f"tasks x {args.seeds} seeds, {wall / 60:.1f} min wall."
     )

@@ -14,7 +14,7 @@ when the histories hold a single task.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,7 +96,6 @@ def fit_transfer(
 ) -> tuple[Any, Any, list[str]]:
     """``(prior or None, predictor or None, notes)`` fitted on ``history``: the prior when
     ``fit_prior``, the predictor at ``fraction`` when it is given and the history has curves."""
-    from autopipe.predictor.model import EarlyPredictor, PredictorConfig, prior_scores, run_targets
     from autopipe.prior.ranker import RankerConfig, RankingPrior
 
     log = log or (lambda msg: None)
@@ -118,30 +117,56 @@ def fit_transfer(
             log(notes[-1])
             return prior, None, notes
         t0 = time.perf_counter()
-        frame = run_targets(history)
-        groups = history.group_of()
-        g = frame["task"].map(groups).to_numpy()
-        names = sorted(set(g))
-        cfg = PredictorConfig(seed=seed)
-        if len(names) >= 2:
-            # out-of-fold prior scores: in-sample ones would teach the residual model to trust
-            # the prior more than it deserves on a new task
-            p = np.zeros(len(frame))
-            oof = RankerConfig(seed=seed, n_models=1, n_jobs=1)
-            for name in names:
-                held = g == name
-                tasks = sorted(set(frame.loc[~held, "task"]))
-                ranker = RankingPrior.fit(history, oof, tasks=tasks)
-                p[held] = prior_scores(ranker, history, frame.loc[held])
-            pred = EarlyPredictor.fit(history, fraction, prior_z=p, config=cfg)
-        else:
-            pred = EarlyPredictor.fit(history, fraction, config=cfg)
+        pred = fit_predictor(history, fraction, seed=seed)
         notes.append(
             f"predictor: {pred.variant} variant fitted at f={fraction:g} on {history.where} "
-            f"({len(frame)} runs) in {time.perf_counter() - t0:.1f}s"
+            f"({pred.training['runs']} runs) in {time.perf_counter() - t0:.1f}s"
         )
         log(notes[-1])
     return prior, pred, notes
+
+
+def fit_predictor(
+    history: Any,
+    fraction: float,
+    tasks: Sequence[str] | None = None,
+    prior: Any = None,
+    ranker_config: Any = None,
+    config: Any = None,
+    seed: int = 0,
+) -> Any:
+    """The ``EarlyPredictor`` at ``fraction`` fitted on the runs of ``tasks`` (default all).
+
+    With 2 or more task groups: the residual variant over out-of-fold prior z-scores, each group
+    scored by a ranker (``ranker_config``, default one seeded model) fitted on the other groups,
+    so the residual it learns is the one it meets on a task the prior has not seen (in-sample
+    scores would teach it to trust the prior more than it deserves). With one group: the
+    residual variant over ``prior``'s in-sample scores when a prior is given, else the direct
+    variant."""
+    from autopipe.predictor.model import EarlyPredictor, PredictorConfig, prior_scores, run_targets
+    from autopipe.prior.ranker import RankerConfig, RankingPrior
+
+    config = config or PredictorConfig(seed=seed)
+    ranker_config = ranker_config or RankerConfig(seed=seed, n_models=1, n_jobs=1)
+    tasks = [str(t) for t in (history.task_ids if tasks is None else tasks)]
+    ids = history.runs.loc[history.runs["task"].astype(str).isin(tasks), "run_id"]
+    ids = ids.astype(str).tolist()
+    frame = run_targets(history, ids)
+    groups = history.group_of()
+    g = frame["task"].map(groups).to_numpy()
+    names = sorted(set(g))
+    if len(names) >= 2:
+        p = np.zeros(len(frame))
+        for name in names:
+            held = g == name
+            others = [t for t in tasks if groups[t] != name]
+            ranker = RankingPrior.fit(history, ranker_config, tasks=others)
+            p[held] = prior_scores(ranker, history, frame.loc[held].reset_index(drop=True))
+    elif prior is not None:
+        p = prior_scores(prior, history, frame)
+    else:
+        return EarlyPredictor.fit(history, fraction, run_ids=ids, config=config)
+    return EarlyPredictor.fit(history, fraction, prior_z=p, run_ids=ids, config=config)
 
 
 def _load_histories(sources: list[str], space: Any, tracking_uri: str | None) -> Any:
@@ -167,4 +192,4 @@ def _load_histories(sources: list[str], space: Any, tracking_uri: str | None) ->
     return concat_histories(histories)
 
 
-__all__ = ["Transfer", "fit_transfer", "history_sources", "load_transfer"]
+__all__ = ["Transfer", "fit_predictor", "fit_transfer", "history_sources", "load_transfer"]

@@ -10,6 +10,12 @@ configuration was run with; configurations whose runs all failed count as the ta
   ``best == median``); a method's regret at a budget is the mean of this over benchmark seeds.
 - ``cost`` of ``k`` evaluations = the costs they ran (an early-stopped one ``f x cost``) + one full
   run of the recommendation, in units of the task's mean full-run cost.
+
+On tables with learning curves, the methods marked ``early_stop`` run as a job with a predictor
+runs: each trial stops at the early-stop fraction ``f`` and is scored by the proxy, an
+``EarlyPredictor`` (the residual variant over the prior; its prior z-scores out-of-fold over the
+training groups) fitted at ``f`` on the training groups only, like the prior. Their model
+recommendation is then run in full, whether or not it was run before.
 """
 
 from __future__ import annotations
@@ -95,12 +101,14 @@ def normalized_regret(y_chosen: float, y_all: Sequence[float], mode: str = "max"
 class Eval:
     """One evaluation, in completion order: its configuration key, the fraction of a full run it
     reached, the cost it ran and the objective it observed (``y_max``; ``None`` unless it was a
-    finite full-fidelity result)."""
+    finite full-fidelity result); ``rung``: on tables with curves, the larger-is-better score
+    multi-fidelity methods ranked it by where it stopped (``replay.RUNG_SCORE``)."""
 
     key: tuple
     fraction: float
     cost: float
     observed: float | None
+    rung: float | None = None
 
 
 @dataclass
@@ -120,6 +128,18 @@ class Trace:
         for i, e in enumerate(self.evals[:k]):
             if e.observed is not None and (best is None or e.observed > best[0]):
                 best = (e.observed, i)
+        if best is None:
+            # No full-fidelity result yet (a multi-fidelity method early in its brackets): its
+            # incumbent, the best rung score among the evaluations that got furthest (as
+            # hpbandster's ``get_incumbent_id`` picks the best at the largest budget).
+            top = max((e.fraction for e in self.evals[:k] if e.rung is not None), default=None)
+            cands = [
+                (e.rung, i)
+                for i, e in enumerate(self.evals[:k])
+                if e.rung is not None and e.fraction == top
+            ]
+            if cands:
+                best = max(cands)
         return None if best is None else self.evals[best[1]].key
 
     def score(self, truth: TaskTruth, k: int) -> tuple[float, float, int]:
@@ -145,6 +165,11 @@ class TaskContext:
     meta: dict[str, float]
     prior: Any = None
     orders: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Tables with curves: the early-stop fraction of ``early_stop`` methods (1: full runs) and
+    # the proxy of their early-stopped trials (``None``: the ledger's fallback proxy).
+    early_fraction: float = 1.0
+    proxy: Any = None
+    predictor: Any = None
 
 
 RunFn = Callable[[TaskContext, Method, int, int, Sequence[int]], Trace]
@@ -167,9 +192,16 @@ def logo_benchmark(
     prior_config: Any = None,
     progress: Callable[[str], None] | None = None,
     on_task: Callable[[pd.DataFrame], None] | None = None,
+    early_fraction: float = 0.5,
+    predictor_config: Any = None,
 ) -> pd.DataFrame:
     """Rows ``(bench, method, group, task, seed, budget, evals, regret, cost)``; ``on_task`` gets
-    the rows so far after each held-out task (partial results of a long run)."""
+    the rows so far after each held-out task (partial results of a long run).
+    ``early_fraction`` applies to ``early_stop`` methods on tables with curves (see the module
+    docstring); ``predictor_config`` is the predictor's ``PredictorConfig`` (default settings)."""
+    if not (0.0 < early_fraction <= 1.0):
+        raise DataError(f"--early-fraction must be in (0, 1], but got {early_fraction}")
+    early = early_fraction if history.curves is not None else 1.0
     groups = history.group_of()
     names = sorted(set(groups.values()))
     if len(names) < 2:
@@ -187,9 +219,18 @@ def logo_benchmark(
             continue
         train = [t for t, gg in groups.items() if gg != g]
         prior, gbest = _fit_offline(history, train, methods, prior_config)
+        predictor = None
+        if early < 1.0 and prior is not None and any(m.early_stop for m in methods):
+            predictor = fit_predictor(history, train, early, prior, prior_config, predictor_config)
         for t in held:
             truth = TaskTruth.from_history(history, t)
             ctx = _context(history, t, prior, gbest, methods, budgets, autopipe_budget)
+            ctx.early_fraction = early
+            if predictor is not None:
+                from autopipe.predictor.proxy import make_proxy
+
+                ctx.predictor = predictor
+                ctx.proxy = make_proxy(predictor, prior, history.space, ctx.meta, seed=0)
             for m in methods:
                 bs = budget_of(m, budgets, autopipe_budget)
                 for seed in range(seeds):
@@ -238,6 +279,24 @@ def _fit_offline(
 
         gbest = GlobalBest.fit(history, train)
     return prior, gbest
+
+
+def fit_predictor(
+    history: History,
+    train: Sequence[str],
+    fraction: float,
+    prior: Any,
+    prior_config: Any = None,
+    config: Any = None,
+) -> Any:
+    """The residual ``EarlyPredictor`` at ``fraction`` fitted on the runs of the tasks ``train``
+    only, as a job fits it (:func:`autopipe.transfer.fit_predictor`: prior z-scores out-of-fold
+    over the training groups; with one training group, ``prior``'s own)."""
+    from autopipe.transfer import fit_predictor as fit
+
+    return fit(
+        history, fraction, tasks=train, prior=prior, ranker_config=prior_config, config=config
+    )
 
 
 def _context(

@@ -20,6 +20,10 @@ class Method:
     model_recommendation: bool = False
     offline: bool = False  # no evaluation at all: the recommendation is the only (full) run
     label: str = ""
+    # On tables with curves: trials stop at the early-stop fraction under the AutoPipe
+    # scheduler and are scored by the proxy (the predictor fitted on the training tasks, or the
+    # fallback proxy for a method without offline models), as a job with a predictor runs them.
+    early_stop: bool = False
 
 
 METHODS: dict[str, Method] = {
@@ -33,13 +37,19 @@ METHODS: dict[str, Method] = {
         Method("global-best", "autopipe", needs_global_best=True, label="global-best order"),
         Method("ranker-top1", "autopipe", needs_prior=True, offline=True, label="ranker top-1"),
         Method(
-            "autopipe", "autopipe", needs_prior=True, model_recommendation=True, label="AutoPipe"
+            "autopipe",
+            "autopipe",
+            needs_prior=True,
+            model_recommendation=True,
+            early_stop=True,
+            label="AutoPipe",
         ),
         Method(
             "autopipe-no-guard",
             "autopipe",
             needs_prior=True,
             model_recommendation=True,
+            early_stop=True,
             label="AutoPipe, guard off",
         ),
         Method(
@@ -47,6 +57,7 @@ METHODS: dict[str, Method] = {
             "autopipe",
             needs_prior=True,
             model_recommendation=True,
+            early_stop=True,
             label="ablation: GP on y, prior as candidates",
         ),
         Method("no-bo", "autopipe", needs_prior=True, label="ablation: prior top-k"),
@@ -54,6 +65,7 @@ METHODS: dict[str, Method] = {
             "no-offline",
             "autopipe",
             model_recommendation=True,
+            early_stop=True,
             label="ablation: no prior/predictor (GP on the proxy)",
         ),
     )

@@ -6,7 +6,12 @@ around its cores, Ray's ``OptunaSearch``, ``ASHAScheduler``, ``TuneBOHB`` +
 Run tables without curves are replayed by a compact trainable (one report per evaluation, the same
 keys as :func:`autopipe.tune.replay.make_replay_trainable`'s final report) because Ray Tune
 unpickles the trainable for every trial and a closure over 150,000 runs made that the dominant
-per-trial cost; tables with curves use ``make_replay_trainable`` itself.
+per-trial cost. Tables with curves are replayed report by report (:class:`.replay.CurveReplay`)
+by a class trainable that checkpoints its position, so HyperBandForBOHB can PAUSE a trial at a
+rung and resume it where it stopped. There, the ``early_stop`` methods (AutoPipe and its
+ablations) run with the job's own scheduler and searcher (``AutoPipeScheduler``, ``JobSearcher``
+and their ``Ledger`` with the fold's proxy), and ASHA and BOHB compare trials at their rungs by
+:data:`.replay.RUNG_SCORE`.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import numpy as np
 from autopipe import metrics as M
 from autopipe.bench.core import Eval, TaskContext, Trace
 from autopipe.bench.methods import Method
+from autopipe.bench.replay import RUNG_SCORE, CurveReplay
 from autopipe.history.model import COST, History, Y
 
 
@@ -133,6 +139,9 @@ def _ray_space(history: History, kind: str) -> Any:
 
         cs = CS.ConfigurationSpace(seed=0)
         for p in params:
+            if not p.is_finite:
+                cs.add(CS.UniformFloatHyperparameter(p.name, p.low, p.high, log=p.log))
+                continue
             grid = p.grid()
             if p.is_categorical:
                 cs.add(CS.CategoricalHyperparameter(p.name, [str(v) for v in grid]))
@@ -142,7 +151,14 @@ def _ray_space(history: History, kind: str) -> Any:
         return cs
     from ray import tune
 
-    return {p.name: tune.choice(p.grid()) for p in params}
+    return {
+        p.name: (
+            tune.choice(p.grid())
+            if p.is_finite
+            else (tune.loguniform if p.log else tune.uniform)(p.low, p.high)
+        )
+        for p in params
+    }
 
 
 def make_core(ctx: TaskContext, method: Method, seed: int, n: int) -> Any:
@@ -198,15 +214,29 @@ def NoResidualCore(*args: Any, **kw: Any) -> Any:  # noqa: N802 - a class factor
     return _no_residual_cls()(*args, **kw)
 
 
-def _recording_searcher(core: Any, budgets: Sequence[int], mode: str) -> Any:
+def _recording_searcher(core: Any, budgets: Sequence[int], mode: str, ledger: Any = None) -> Any:
+    """``ledger``: the job's searcher (``JobSearcher``, told proxies by the ledger) instead of the
+    plain adapter."""
     from autopipe.search.ray_adapter import CoreSearcher
 
-    class RecordingSearcher(CoreSearcher):
+    base: Any = CoreSearcher
+    if ledger is not None:
+        from autopipe.tune.searcher import JobSearcher
+
+        base = JobSearcher
+
+    class RecordingSearcher(base):  # type: ignore[misc, valid-type]
         """The shipped adapter, plus: after the k-th observation (k in ``budgets``) it asks the
         core for its recommendation (posterior mean among evaluated configurations)."""
 
         def __init__(self) -> None:
-            super().__init__(core, metric=M.OBJECTIVE, mode=mode)
+            if ledger is not None:
+                from autopipe.scheduling.budget import BudgetGate
+
+                # No cost cap: the benchmark's budget is the number of evaluations.
+                super().__init__(core, ledger, BudgetGate(ledger, None, 1.0), M.OBJECTIVE, mode)
+            else:
+                super().__init__(core, metric=M.OBJECTIVE, mode=mode)
             self.recs: dict[int, tuple] = {}
             self._at = set(budgets)
 
@@ -223,47 +253,77 @@ def _recording_searcher(core: Any, budgets: Sequence[int], mode: str) -> Any:
     return RecordingSearcher()
 
 
+def search_metric(ctx: TaskContext, method: Method) -> str:
+    """The metric Tune is given for ``method`` (``TuneConfig(metric=...)``): the rung score for
+    the multi-fidelity methods on tables with curves, otherwise the objective."""
+    if ctx.history.curves is not None and method.name in ("asha", "bohb"):
+        return RUNG_SCORE
+    return M.OBJECTIVE
+
+
+def replay_fraction(ctx: TaskContext, method: Method) -> float:
+    """The fraction at which ``method``'s trials stop themselves (1: full runs)."""
+    if ctx.history.curves is not None and method.early_stop:
+        return ctx.early_fraction
+    return 1.0
+
+
 def build_search(
     ctx: TaskContext, method: Method, seed: int, n: int, budgets: Sequence[int]
 ) -> tuple[Any, Any]:
     """The Ray Tune ``(Searcher, TrialScheduler or None)`` of ``method`` on ``ctx``'s task: the
     one factory both engines use (:class:`RayReplayRunner` hands them to a ``Tuner``,
-    :mod:`autopipe.bench.direct` calls their Tune interfaces itself). Neither starts Ray."""
+    :mod:`autopipe.bench.direct` calls their Tune interfaces itself). Neither starts Ray.
+    Schedulers get their metric and mode from Tune (:func:`search_metric`)."""
     from autopipe.search.ray_adapter import CoreSearcher
 
     hist = ctx.history
     mode = hist.mode
     scheduler = None
     searcher: Any
-    n_points = 1 if hist.curves is None else int(hist.curves.groupby("run_id").size().max())
+    # A full curve replay reports every point and then its final result.
+    n_points = 1 if hist.curves is None else int(hist.curves.groupby("run_id").size().max()) + 1
     if method.name == "tpe":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         searcher = OptunaSearch(
-            space=_ray_space(hist, "tune"),
+            # Optuna distributions, converted as OptunaSearch would (without its warning)
+            space=OptunaSearch.convert_search_space(_ray_space(hist, "tune")),
             metric=M.OBJECTIVE,
             mode=mode,
             sampler=optuna.samplers.TPESampler(multivariate=True, seed=seed),
         )
     elif method.name == "bohb":
-        if hist.curves is not None:
-            from autopipe.errors import DataError
-
-            raise DataError(f"{hist.where}: the bohb method replays run tables without curves only")
         from ray.tune.schedulers import HyperBandForBOHB
         from ray.tune.search.bohb import TuneBOHB
 
         searcher = TuneBOHB(
-            space=_ray_space(hist, "configspace"), metric=M.OBJECTIVE, mode=mode, seed=seed
+            space=_ray_space(hist, "configspace"),
+            metric=search_metric(ctx, method),
+            mode=mode,
+            seed=seed,
         )
         scheduler = HyperBandForBOHB(
             time_attr="training_iteration", max_t=max(n_points, 1), reduction_factor=3
         )
     else:
         core = make_core(ctx, method, seed, n)
-        if method.model_recommendation:
+        if hist.curves is not None and method.early_stop:
+            # As `autopipe tune` runs a job: the stop policy's scheduler records every report
+            # in the ledger and scores early-stopped trials by the proxy, which the job's
+            # searcher reads from the same ledger. Methods without offline models keep the
+            # ledger's fallback proxy.
+            from autopipe.scheduling.ledger import Ledger
+            from autopipe.scheduling.policy import StopRules
+            from autopipe.scheduling.ray_scheduler import AutoPipeScheduler
+
+            ledger = Ledger(ctx.proxy if method.needs_prior else None)
+            rules = StopRules(early_stop_fraction=replay_fraction(ctx, method))
+            scheduler = AutoPipeScheduler(rules, ledger)
+            searcher = _recording_searcher(core, budgets, mode, ledger)
+        elif method.model_recommendation:
             searcher = _recording_searcher(core, budgets, mode)
         else:
             searcher = CoreSearcher(core, metric=M.OBJECTIVE, mode=mode)
@@ -323,15 +383,16 @@ class RayReplayRunner:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def _trainable(self, ctx: TaskContext, seed: int, indexed: bool = False) -> Any:
-        key = (id(ctx.history), ctx.task, seed, indexed)
+    def _trainable(
+        self, ctx: TaskContext, seed: int, indexed: bool = False, early_fraction: float = 1.0
+    ) -> Any:
+        key = (id(ctx.history), ctx.task, seed, indexed, early_fraction)
         if key not in self._trainables:
             if ctx.history.curves is None:
                 self._trainables = {key: compact_replay(ctx.history, ctx.task, seed, indexed)}
             else:
-                from autopipe.tune.replay import make_replay_trainable
-
-                self._trainables = {key: make_replay_trainable(ctx.history, ctx.task, 1.0, seed)}
+                replay = CurveReplay(ctx.history, ctx.task, seed)
+                self._trainables = {key: curve_trainable(replay, indexed, early_fraction)}
         return self._trainables[key]
 
     def __call__(
@@ -344,10 +405,13 @@ class RayReplayRunner:
         mode = hist.mode
         searcher, scheduler = build_search(ctx, method, seed, n, budgets)
         evals: list[Eval] = []
+        indexed = method.name == "bohb"
+        early = replay_fraction(ctx, method)
+        key_of = None if hist.curves is None else CurveReplay(hist, ctx.task, seed).key_of
 
         class Record(Callback):
             def _add(self, trial: Any) -> None:
-                evals.append(to_eval(hist, method, trial.config, trial.last_result))
+                evals.append(to_eval(hist, method, trial.config, trial.last_result, key_of))
 
             def on_trial_complete(
                 self, iteration: int, trials: list, trial: Any, **info: Any
@@ -360,11 +424,11 @@ class RayReplayRunner:
         storage = tempfile.mkdtemp(dir=self._tmp)
         try:
             tune.Tuner(
-                self._trainable(ctx, seed, indexed=method.name == "bohb"),
+                self._trainable(ctx, seed, indexed, early),
                 tune_config=tune.TuneConfig(
                     search_alg=searcher,
                     scheduler=scheduler,
-                    metric=M.OBJECTIVE,
+                    metric=search_metric(ctx, method),
                     mode=mode,
                     num_samples=n,
                     max_concurrent_trials=1,
@@ -380,26 +444,44 @@ class RayReplayRunner:
             ).fit()
         finally:
             shutil.rmtree(storage, ignore_errors=True)
-        recs = dict(getattr(searcher, "recs", {}))
-        return Trace(evals=evals, recs=recs)
+        return Trace(evals=evals, recs=replayed_recs(searcher, key_of))
 
 
-def to_eval(history: History, method: Method, config: dict, result: dict | None) -> Eval:
-    """What a finished trial (its config and last result) contributes to the trace."""
+def replayed_recs(searcher: Any, key_of: Any) -> dict[int, tuple]:
+    """The searcher's recommendations after k evaluations, as the keys of the configurations
+    that replay them (a model may recommend a candidate that is not a replayed one)."""
+    recs = dict(getattr(searcher, "recs", {}))
+    if key_of is None:
+        return recs
+    return {k: key_of(dict(v)) for k, v in recs.items()}
+
+
+def to_eval(
+    history: History, method: Method, config: dict, result: dict | None, key_of: Any = None
+) -> Eval:
+    """What a finished trial (its config and last result) contributes to the trace; ``key_of``
+    (a curve replay's :meth:`~.replay.CurveReplay.key_of`) names the configuration replayed."""
     space = history.space
     res = result or {}
     cfg = {k: v for k, v in config.items() if k in space.names}
     if method.name == "bohb":
         cfg = decode_indexed(space, cfg)
+    if key_of is not None:
+        try:
+            cfg = dict(key_of(cfg))
+        except ValueError:
+            pass  # never run: the trial errored, and its key is the one proposed
     y = res.get(M.OBJECTIVE)
     frac = float(res.get(M.FRACTION, 0.0) or 0.0)
     ok = isinstance(y, (int, float)) and math.isfinite(y) and frac >= 1.0 - 1e-9
     sign = 1.0 if history.mode == "max" else -1.0
+    rung = res.get(RUNG_SCORE)
     return Eval(
         key=space.config_key(cfg),
         fraction=frac,
         cost=float(res.get(M.COST_S, 0.0) or 0.0),
         observed=sign * float(y) if ok else None,
+        rung=sign * float(rung) if isinstance(rung, (int, float)) and math.isfinite(rung) else None,
     )
 
 
@@ -409,5 +491,49 @@ def decode_indexed(space: Any, cfg: dict[str, Any]) -> dict[str, Any]:
     for p in space.params:
         if p.name in cfg:
             v = cfg[p.name]
-            out[p.name] = str(v) if p.is_categorical else p.grid()[int(v)]
+            if p.is_categorical:
+                # ConfigSpace holds the choices as strings: back to the space's own values
+                out[p.name] = next((c for c in p.grid() if str(c) == str(v)), str(v))
+            elif p.is_finite:
+                out[p.name] = p.grid()[int(v)]
+            else:
+                out[p.name] = float(v)
     return out
+
+
+def curve_trainable(replay: CurveReplay, indexed: bool, early_fraction: float) -> Any:
+    """A class trainable reporting ``replay``'s reports of its config one per step, then its
+    last one again with ``done`` (as Tune's duplicate result of a function that returns). It
+    checkpoints its position (a PAUSE by HyperBandForBOHB resumes there, at no extra cost)."""
+    from ray import tune
+
+    space = replay.space
+
+    class CurveReplayTrainable(tune.Trainable):
+        def setup(self, config: dict[str, Any]) -> None:
+            self._start(config)
+
+        def _start(self, config: dict[str, Any]) -> None:
+            cfg = {k: v for k, v in config.items() if k in space.names}
+            if indexed:
+                cfg = decode_indexed(space, cfg)
+            self._reports = replay.reports(cfg, early_fraction)
+            self._i = 0
+
+        def step(self) -> dict[str, Any]:
+            if self._i < len(self._reports):
+                self._i += 1
+                return dict(self._reports[self._i - 1])
+            return {**self._reports[-1], "done": True}
+
+        def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
+            return {"i": self._i}
+
+        def load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+            self._i = int(checkpoint["i"])
+
+        def reset_config(self, new_config: dict[str, Any]) -> bool:
+            self._start(new_config)
+            return True
+
+    return CurveReplayTrainable

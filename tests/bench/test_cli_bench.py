@@ -54,6 +54,8 @@ def test_reduced_benchmark_writes_table_and_plot(table: Path, tmp_path: Path) ->
         (["--methods", "random", "hyperopt"], "--methods must be among"),
         (["--budget", "0", "5"], "--budget values must be >= 1"),
         (["--autopipe-budget", "0"], "--autopipe-budget must be >= 1"),
+        (["--early-fraction", "0"], "--early-fraction must be in (0, 1]"),
+        (["--early-fraction", "1.5"], "--early-fraction must be in (0, 1]"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(
@@ -75,3 +77,16 @@ def test_missing_folder_and_single_group(
     assert main(["bench", "--data", str(tmp_path / "one")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "2 or more task groups" in err[0]
+
+
+def test_direct_engine_refuses_bohb_on_curves(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.predictor.conftest import make_curve_history
+
+    write_run_table(make_curve_history(n_configs=8, n_tasks=2), tmp_path / "curves")
+    args = ["bench", "--data", str(tmp_path / "curves"), "--methods", "bohb", "--engine", "direct"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    # HyperBandForBOHB pauses trials, which only the Tune engine runs
+    assert len(err) == 1 and "cannot run bohb on a table with curves" in err[0]
