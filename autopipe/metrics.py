@@ -75,6 +75,7 @@ TAG_TUNE_PATH = "autopipe.tune_path"  # on the parent run: its Ray Tune experime
 PARAM_PREFIX = ""  # child-run params are the configuration's own (dotted) names
 ARTIFACT_SPACE = "space.json"  # on the parent run: Space.to_json() of the job's search space
 ARTIFACT_SPEC = "job.yaml"  # on the parent run: the validated job spec
+ARTIFACT_TRANSFER = "transfer.json"  # on the parent run: where the prior/predictor came from
 ARTIFACT_BEST = "best_config.yaml"  # on the parent run: the job's best configuration
 ARTIFACT_META = "meta_features.json"  # on the parent run: the dataset's meta-features
 

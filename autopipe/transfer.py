@@ -13,12 +13,14 @@ when the histories hold a single task.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from autopipe.errors import DataError, SpecError
 from autopipe.spec import JobSpec
@@ -33,6 +35,8 @@ class Transfer:
     prior: Any = None  # autopipe.prior.ranker.RankingPrior
     predictor: Any = None  # autopipe.predictor.model.EarlyPredictor
     notes: list[str] = field(default_factory=list)  # one line per model, for the log and MLflow
+    # what the models came from (history contents, saved model files): a resumed job compares it
+    fingerprint: str = ""
 
     @property
     def tags(self) -> dict[str, str]:
@@ -57,18 +61,32 @@ def load_transfer(
 
     log = log or (lambda msg: None)
     out = Transfer()
+    digest = hashlib.sha1()
+    early = spec.budget.early_stop_fraction
     if spec.history.prior:
         out.prior = RankingPrior.load(spec.resolve(spec.history.prior))
+        _check_space("history.prior", out.prior.space, space)
+        digest.update(_folder_bytes(spec.resolve(spec.history.prior)))
         out.notes.append(f"prior: loaded from {spec.history.prior}")
     if spec.history.predictor:
         out.predictor = EarlyPredictor.load(spec.resolve(spec.history.predictor))
+        _check_space("history.predictor", out.predictor.space, space)
+        digest.update(_folder_bytes(spec.resolve(spec.history.predictor)))
+        if early < 1.0 and abs(out.predictor.fraction - early) > 1e-9:
+            raise SpecError(
+                f"history.predictor was fitted at fraction {out.predictor.fraction:g}, but "
+                f"budget.early_stop_fraction is {early:g}; fit one at the job's fraction "
+                f"(autopipe predictor fit --fraction {early:g})"
+            )
         out.notes.append(f"predictor: loaded from {spec.history.predictor}")
     sources = history_sources(spec)
-    early = spec.budget.early_stop_fraction
-    need_prior = out.prior is None
+    # the prior serves the autopipe searcher and the residual predictor; other searchers with
+    # full-length trials use neither, so nothing is fitted for them
     need_pred = out.predictor is None and early < 1.0
+    need_prior = out.prior is None and (spec.search.algorithm == "autopipe" or need_pred)
     if sources and (need_prior or need_pred):
         history = _load_histories(sources, space, tracking_uri)
+        digest.update(pd.util.hash_pandas_object(history.runs, index=False).to_numpy().tobytes())
         prior, pred, notes = fit_transfer(
             history,
             fraction=early if need_pred else None,
@@ -84,6 +102,7 @@ def load_transfer(
             "history.predictor is a residual predictor and needs history.prior (or "
             "history.run_tables to fit one), but got none"
         )
+    out.fingerprint = digest.hexdigest()[:16] if out.notes else ""
     return out
 
 
@@ -169,6 +188,23 @@ def fit_predictor(
     return EarlyPredictor.fit(history, fraction, prior_z=p, run_ids=ids, config=config)
 
 
+def _folder_bytes(path: Any) -> bytes:
+    """The bytes of a saved model folder's files, in name order."""
+    from pathlib import Path
+
+    root = Path(path)
+    return b"".join(f.name.encode() + f.read_bytes() for f in sorted(root.iterdir()) if f.is_file())
+
+
+def _check_space(field: str, got: Any, want: Any) -> None:
+    if got.to_json()["params"] != want.to_json()["params"]:
+        raise SpecError(
+            f"{field} was fitted over another search space (parameters "
+            f"{sorted(got.names)}) than this job's ({sorted(want.names)}, or the same names "
+            "with other ranges); a prior and predictor transfer only within one space"
+        )
+
+
 def _load_histories(sources: list[str], space: Any, tracking_uri: str | None) -> Any:
     from autopipe.cli_history import load_history
     from autopipe.history.model import concat_histories
@@ -179,15 +215,7 @@ def _load_histories(sources: list[str], space: Any, tracking_uri: str | None) ->
             h = load_history(src, tracking_uri)
         except DataError as e:
             raise SpecError(f"history: {e}") from e
-        want, got = space.to_json()["params"], h.space.to_json()["params"]
-        if got != want:
-            have = sorted(p["name"] for p in got)
-            need = sorted(p["name"] for p in want)
-            raise SpecError(
-                f"history: {src} was run over another search space (parameters {have}) than "
-                f"this job's ({need}, or the same names with other ranges); a prior and "
-                "predictor transfer only within one space"
-            )
+        _check_space(f"history: {src}", h.space, space)
         histories.append(h)
     return concat_histories(histories)
 

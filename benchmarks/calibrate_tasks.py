@@ -31,7 +31,8 @@ def main() -> None:
     args = ap.parse_args()
     spec = load_spec(args.job)
     space = spec.to_space()
-    settings = TrialSettings(**trial_settings(spec))
+    # whole trials, whatever the template's early-stop fraction (the demo stops at 0.5)
+    settings = TrialSettings(**{**trial_settings(spec), "early_stop_fraction": 1.0})
     # The middle of the space (GRPO), plus its constants.
     mid = {**space.constants, **space.from_unit([0.5] * len(space.params)), "rl.algorithm": "grpo"}
     mid = {**space.constants, **space.complete(mid)}

@@ -102,7 +102,11 @@ def test_job_fits_prior_and_residual_predictor_from_its_run_table(tmp_path: Path
     ]
     cfg = {"sft.lr": 1e-3, "sft.steps": 60, "rl.lr": 1e-4}
     got = [proxy(reps[i], cfg, [reps[j] for j in range(8) if j != i])[0] for i in range(8)]
-    assert spearmanr(got, rates).statistic > 0.8
+    alone = [proxy(reps[i], cfg, [])[0] for i in range(8)]
+    # ranked among the other 7, the prefixes order exactly as their hidden rates
+    assert spearmanr(got, rates).statistic > 0.99
+    # and better than without peers, where the unseen scale leaves only the raw values
+    assert spearmanr(got, rates).statistic > spearmanr(alone, rates).statistic
 
 
 def test_no_early_stopping_means_no_predictor_and_files_win(tmp_path: Path) -> None:
@@ -130,7 +134,7 @@ def test_history_of_another_space_is_one_line_error(tmp_path: Path) -> None:
     _table(tmp_path)
     other = {"sft": {"lr": {"low": 1.0e-5, "high": 1.0e-2, "log": True}}}
     spec = _spec(tmp_path, {"run_tables": ["hist"]}, space=other)
-    with pytest.raises(SpecError, match=r"^history: .*hist was run over another search space"):
+    with pytest.raises(SpecError, match=r"^history: .*hist was fitted over another search space"):
         load_transfer(spec, spec.to_space())
     spec = _spec(tmp_path, {"run_tables": ["missing"]})
     with pytest.raises(SpecError, match=r"^history: .*missing"):
@@ -148,3 +152,56 @@ def test_demo_job_transfers_from_the_shipped_history_without_its_task() -> None:
     # the demo's task is held out of the history its models learn from
     tasks = tr.prior.training["tasks"]
     assert tasks and not any(t.startswith("sort") for t in tasks)
+
+
+def test_saved_models_must_fit_the_job(tmp_path: Path) -> None:
+    _table(tmp_path)
+    spec = _spec(tmp_path, {"run_tables": ["hist"]})
+    tr = load_transfer(spec, spec.to_space())
+    tr.prior.save(tmp_path / "prior")
+    tr.predictor.save(tmp_path / "pred")
+    spec = _spec(tmp_path, {"prior": "prior", "predictor": "pred"}, early=0.25)
+    with pytest.raises(SpecError, match=r"^history.predictor was fitted at fraction 0.5, but "):
+        load_transfer(spec, spec.to_space())
+    other = {"sft": {"lr": {"low": 1.0e-5, "high": 1.0e-2, "log": True}}}
+    spec = _spec(tmp_path, {"prior": "prior"}, space=other)
+    with pytest.raises(SpecError, match=r"^history.prior was fitted over another search space"):
+        load_transfer(spec, spec.to_space())
+
+
+def test_full_length_random_search_fits_nothing(tmp_path: Path) -> None:
+    _table(tmp_path)
+    spec = _spec(tmp_path, {"run_tables": ["hist"]}, early=1.0)
+    data = spec.dump()
+    data["search"] = {"algorithm": "random"}
+    spec = parse_spec(data, base_dir=tmp_path)
+    tr = load_transfer(spec, spec.to_space())
+    # neither the searcher nor the trials use a prior or a predictor
+    assert tr.prior is None and tr.predictor is None and tr.notes == []
+
+
+def test_resume_warns_when_the_history_changed(tmp_path: Path, caplog) -> None:
+    import json
+
+    from autopipe.tune.runner import _check_same_transfer
+
+    _table(tmp_path, seed=0)
+    spec = _spec(tmp_path, {"run_tables": ["hist"]})
+    first = load_transfer(spec, spec.to_space())
+    # the same history gives the same fingerprint
+    assert (
+        first.fingerprint and load_transfer(spec, spec.to_space()).fingerprint == first.fingerprint
+    )
+
+    class Store:  # the parent run's transfer.json, as the job wrote it when it started
+        def read_text(self, run_id: str, name: str) -> str:
+            return json.dumps({"fingerprint": first.fingerprint, "notes": first.notes})
+
+    _check_same_transfer(Store(), "p", first)
+    assert "differ" not in caplog.text
+    _table(tmp_path, seed=1)  # the run table grew or changed since
+    again = load_transfer(spec, spec.to_space())
+    assert again.fingerprint != first.fingerprint
+    _check_same_transfer(Store(), "p", again)
+    # the resumed job says its models now come from another history
+    assert "--resume: the history or saved models differ" in caplog.text

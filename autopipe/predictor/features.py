@@ -101,9 +101,13 @@ class PrefixFeaturizer:
 
     def from_reports(self, reports: Sequence[Mapping[str, object]]) -> np.ndarray:
         """Features of one live trial from its reports (dicts keyed by :mod:`autopipe.metrics`
-        names, each with ``fraction``; other keys and non-numeric values are ignored)."""
-        fr = np.empty(len(reports))
-        V = np.full((len(reports), len(self.signals)), np.nan)
+        names, each with ``fraction``; other keys and non-numeric values are ignored).
+
+        Reports are brought to the layout of a history's curves, which have one row per step
+        (MLflow joins the metrics a step logged): reports at the same fraction (a trainer's
+        training log and its evaluation log) are merged, the later value of a signal winning,
+        and reports without any signal (the trial's stop or checkpoint report) are dropped."""
+        rows: dict[float, np.ndarray] = {}
         for i, r in enumerate(reports):
             if metrics.FRACTION not in r:
                 raise DataError(f"reports[{i}] must have a {metrics.FRACTION!r} key, but has none")
@@ -112,10 +116,14 @@ class PrefixFeaturizer:
                 raise DataError(
                     f"reports[{i}].{metrics.FRACTION} must be in (0, 1], but got {r[metrics.FRACTION]!r}"
                 )
-            fr[i] = f
-            for j, s in enumerate(self.signals):
-                if s in r:
-                    V[i, j] = _as_float(r[s])
+            v = np.array([_as_float(r[s]) if s in r else math.nan for s in self.signals])
+            if not np.isfinite(v).any():
+                continue
+            key = round(f, 12)
+            old = rows.get(key)
+            rows[key] = v if old is None else np.where(np.isfinite(v), v, old)
+        fr = np.array(list(rows), dtype=float)
+        V = np.vstack(list(rows.values())) if rows else np.empty((0, len(self.signals)))
         return self.from_arrays(fr, V)
 
     def from_curves(self, curves: pd.DataFrame | None, run_ids: Sequence[str]) -> np.ndarray:

@@ -518,8 +518,14 @@ class EarlyPredictor:
         for reports in peers:
             fr = [r.get(metrics.FRACTION) for r in reports]
             fr_arr = np.array([_float_or_nan(v) for v in fr], dtype=float)
-            if reached(fr_arr, self.fraction):
-                rows.append(self.featurizer.from_reports(list(reports)))
+            if not reached(fr_arr, self.fraction):
+                continue
+            # a peer's malformed report costs that peer, never the trial being scored
+            ok = [r for r, f in zip(reports, fr_arr, strict=True) if 0.0 < f <= 1.0]
+            try:
+                rows.append(self.featurizer.from_reports(ok))
+            except DataError:
+                continue
         return np.vstack(rows) if rows else np.empty((0, self.featurizer.n_features))
 
     def predict_batch(

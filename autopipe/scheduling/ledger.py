@@ -114,7 +114,10 @@ class Ledger:
         peers = [
             r.reports
             for tid, r in self.trials.items()
-            if tid != trial_id and r.reports and r.status != M.STATUS_FAILED
+            if tid != trial_id
+            and r.reports
+            and r.status != M.STATUS_FAILED
+            and not r.last.get(M.FAILED)  # ended by an error report before any decision
         ]
         proxy, var = self.proxy_fn(rec.reports, rec.config, peers)
         rec.proxy = proxy if math.isfinite(proxy) else None

@@ -6,6 +6,7 @@ This module wires parts together; it holds no search math and no training code.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -156,29 +157,32 @@ def init_ray(spec: JobSpec, address: str | None) -> bool:
     # generation beside the demo): the cleaner then dies, every early-stopped trial leaks its
     # placement group, and once they hold all CPUs no trial can start. So the workers are told
     # this instance's API server, on a dashboard port chosen here.
-    dash_port = free_port()
-    api = f"http://127.0.0.1:{dash_port}"
-    runtime_env["env_vars"] = {**runtime_env["env_vars"], "RAY_API_SERVER_ADDRESS": api}
-    ctx = ray.init(
-        # "local" always starts a new instance: never attach to another Ray this machine runs.
-        address="local",
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=dash_port,
-        runtime_env=runtime_env,
-        logging_level=logging.WARNING,
-        log_to_driver=True,
-        configure_logging=True,
-        _node_ip_address="127.0.0.1",
-    )
-    got = getattr(ctx, "dashboard_url", "") or ""
-    if got and not got.endswith(f":{dash_port}"):
-        log.warning(
-            "the Ray dashboard started on %s, not port %d: with another Ray on this machine, "
-            "early-stopped trials may not release their CPUs",
-            got,
-            dash_port,
-        )
+    env_vars = runtime_env["env_vars"]
+    for attempt in range(3):
+        dash_port = free_port()
+        api = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dash_port}"}
+        try:
+            ray.init(
+                # "local" always starts a new instance: never attach to another Ray here.
+                address="local",
+                include_dashboard=True,
+                dashboard_host="127.0.0.1",
+                dashboard_port=dash_port,
+                runtime_env={**runtime_env, "env_vars": {**env_vars, **api}},
+                logging_level=logging.WARNING,
+                log_to_driver=True,
+                configure_logging=True,
+                _node_ip_address="127.0.0.1",
+            )
+            break
+        except (ValueError, RuntimeError, ConnectionError) as e:
+            # Ray makes no retry on a given dashboard port: something took the free port we
+            # picked before Ray bound it. Start over on another one.
+            if ray.is_initialized():
+                ray.shutdown()
+            if "port" not in str(e).lower() or attempt == 2:
+                raise ClusterError(f"could not start the embedded Ray ({e})") from None
+            log.warning("the embedded Ray's dashboard port %d was taken; retrying", dash_port)
     return True
 
 
@@ -410,6 +414,13 @@ def run_job(
         result.transfer = list(transfer.notes)
         if transfer.notes and previous is None:
             tracker.set_tags(parent, transfer.tags)
+            tracker.log_text(
+                parent,
+                json.dumps({"fingerprint": transfer.fingerprint, "notes": transfer.notes}),
+                M.ARTIFACT_TRANSFER,
+            )
+        elif previous is not None:
+            _check_same_transfer(tracker, parent, transfer)
         if transfer.predictor is not None:
             from autopipe.predictor.proxy import make_proxy
 
@@ -504,8 +515,6 @@ def _log_job(
     ds_tags: dict[str, str],
 ) -> None:
     """The parent run's record of the job: spec, space, meta-features, main parameters."""
-    import json
-
     tracker.log_text(parent, json.dumps(space.to_json(), indent=1), M.ARTIFACT_SPACE)
     tracker.log_text(parent, yaml.safe_dump(spec.dump(), sort_keys=False), M.ARTIFACT_SPEC)
     tracker.log_text(parent, json.dumps(meta, indent=1, sort_keys=True), M.ARTIFACT_META)
@@ -523,6 +532,19 @@ def _log_job(
 
 def _join(storage: str, name: str) -> str:
     return f"{storage.rstrip('/')}/{name}" if "://" in storage else os.path.join(storage, name)
+
+
+def _check_same_transfer(tracker: Tracker, parent: str, transfer: Any) -> None:
+    """``--resume`` refits or reloads the prior and predictor: warn when what they came from
+    (the history's runs, the saved model files) changed since the job started."""
+    text = tracker.read_text(parent, M.ARTIFACT_TRANSFER)
+    old = json.loads(text).get("fingerprint", "") if text else ""
+    if old != transfer.fingerprint:
+        log.warning(
+            "--resume: the history or saved models differ from when run %s started; the "
+            "resumed search and early-stop scoring use models from the current ones",
+            parent,
+        )
 
 
 def _check_same_spec(tracker: Tracker, parent: str, spec: JobSpec) -> None:

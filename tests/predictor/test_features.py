@@ -97,3 +97,32 @@ def test_bad_inputs_are_named() -> None:
         fz.from_reports([{metrics.FRACTION: 0.1}, {metrics.TRAIN_LOSS: 1.0}])
     with pytest.raises(DataError, match=r"reports\[0\].fraction must be in \(0, 1\]"):
         fz.from_reports([{metrics.FRACTION: 1.5}])
+
+
+def test_pipeline_style_reports_match_the_history_curve() -> None:
+    sig = (metrics.TRAIN_LOSS, metrics.EVAL_LOSS)
+    fz = PrefixFeaturizer(sig, fraction=0.5)
+    # what MLflow records and the history export reads back: one row per step
+    curves = pd.DataFrame(
+        {
+            "run_id": ["a"] * 4,
+            metrics.FRACTION: [0.15, 0.3, 0.45, 0.6],
+            metrics.TRAIN_LOSS: [2.0, 1.5, 1.2, 1.0],
+            metrics.EVAL_LOSS: [np.nan, 1.7, 1.4, np.nan],
+        }
+    )
+    # what a trial reports live: the trainer's training log and its evaluation log at the same
+    # step as two reports, then the stop report at exactly f, which carries no signal
+    reports = [
+        {metrics.FRACTION: 0.15, metrics.TRAIN_LOSS: 2.0},
+        {metrics.FRACTION: 0.3, metrics.TRAIN_LOSS: 1.5},
+        {metrics.FRACTION: 0.3, metrics.EVAL_LOSS: 1.7},
+        {metrics.FRACTION: 0.45, metrics.TRAIN_LOSS: 1.2},
+        {metrics.FRACTION: 0.45, metrics.EVAL_LOSS: 1.4},
+        {metrics.FRACTION: 0.5, metrics.EARLY_STOPPED: 1.0, "stage": "sft"},
+    ]
+    live = fz.from_reports(reports)
+    # the same features: the point count, the last fraction (0.45, not 0.5) and the last-20 %
+    # window all as in the history the predictor was fitted on
+    np.testing.assert_array_equal(live, fz.from_curves(curves, ["a"])[0])
+    assert live[-2] == 3.0 and live[-1] == 0.45

@@ -239,3 +239,14 @@ def test_old_sidecar_without_peer_ranks_loads(tmp_path, slope_history: History) 
     loaded = EarlyPredictor.load(path)
     # an old predictor keeps its feature layout: no peer-rank columns
     assert not loaded.relative and not any(n.startswith("rel:") for n in loaded.feature_names)
+
+
+def test_a_malformed_peer_report_costs_only_that_report(slope_history: History) -> None:
+    model = EarlyPredictor.fit(slope_history, 0.3, config=FAST)
+    mine = [{metrics.FRACTION: f, metrics.TRAIN_LOSS: 3.0 - 1.5 * f} for f in (0.1, 0.2, 0.3)]
+    peer = [{metrics.FRACTION: f, metrics.TRAIN_LOSS: 3.0 - 2.0 * f} for f in (0.1, 0.2, 0.3)]
+    cfg = {"lr": 1e-3, "beta": 0.5}
+    clean = model.predict_reports(mine, cfg, None, None, peers=[peer])
+    bad = [*peer, {metrics.TRAIN_LOSS: 0.1}, {metrics.FRACTION: 0.0, metrics.TRAIN_LOSS: 9.0}]
+    # reports without a valid fraction are dropped from the peer, not raised from the trial
+    assert model.predict_reports(mine, cfg, None, None, peers=[bad]) == clean

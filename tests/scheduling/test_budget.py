@@ -61,3 +61,23 @@ def test_a_trial_restarted_from_a_checkpoint_keeps_one_ordered_curve() -> None:
     # A final report at the same step as the last one is not a rewind: both are kept.
     ledger.record("t", {}, {M.GLOBAL_STEP: 25, M.OBJECTIVE: 0.5})
     assert [r[M.GLOBAL_STEP] for r in ledger.get("t").reports] == [10, 20, 25, 25]
+
+
+def test_proxy_gets_the_other_trials_as_peers_but_not_failed_ones() -> None:
+    seen: list[list] = []
+
+    def proxy(reports, config, peers):
+        seen.append(peers)
+        return 0.0, 0.1
+
+    ledger = Ledger(proxy)
+    _add(ledger, "done", 0.5, 1.0)
+    _add(ledger, "diverged", 0.5, 1.0)
+    ledger.mark_failed("diverged", "kl growth")
+    _add(ledger, "oom", 0.2, 1.0)
+    ledger.record("oom", {}, {M.FRACTION: 0.2, M.FAILED: 1.0, M.FAILURE_REASON: "OOM"})
+    _add(ledger, "me", 0.5, 1.0)
+    ledger.mark_early_stopped("me")
+    # one peer: not the trial itself, not one the scheduler failed, not one that ended in error
+    assert len(seen) == 1 and len(seen[0]) == 1
+    assert seen[0][0] == ledger.get("done").reports

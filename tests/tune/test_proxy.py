@@ -8,36 +8,30 @@ from pathlib import Path
 import numpy as np
 
 from autopipe import metrics as M
+from autopipe.history.runtable import read_run_table
 from autopipe.predictor.model import EarlyPredictor
-from autopipe.spec import parse_spec
 from autopipe.tune.runner import load_proxy
-from tests.predictor.conftest import FAST, make_curve_history
+from tests.predictor.conftest import FAST
+from tests.test_transfer import _spec, _table
 
 
 def test_runner_proxy_uses_the_fitted_predictor(tmp_path: Path) -> None:
-    hist = make_curve_history(n_configs=200, planted="slope", seed=1)
-    pred = EarlyPredictor.fit(hist, 0.5, config=FAST)
+    table = _table(tmp_path)  # a run table over the job's own space, loss falling at a hidden rate
+    pred = EarlyPredictor.fit(read_run_table(table), 0.5, config=FAST)
     pred.save(tmp_path / "pred")
-    spec = parse_spec(
-        {
-            "name": "p",
-            "dataset": {"task": "sort"},
-            "space": {"sft": {"lr": {"low": 1e-5, "high": 1e-2}}},
-            "history": {"predictor": str(tmp_path / "pred")},
-        },
-        base_dir=tmp_path,
-    )
-    proxy = load_proxy(spec, meta={})
+    spec = _spec(tmp_path, {"predictor": "pred"})
+    proxy = load_proxy(spec, meta={"size": 1.0})
     assert proxy is not None
 
     def reports(rate: float) -> list[dict]:
+        loss = [3.0 * (1 - 0.3 * rate * f) for f in (0.1, 0.2, 0.3, 0.4, 0.5)]
         return [
-            {M.FRACTION: f, M.TRAIN_LOSS: 3 - rate * f, M.EVAL_LOSS: 3.1 - rate * f}
-            for f in (0.1, 0.2, 0.3, 0.4, 0.5)
+            {M.FRACTION: f, M.TRAIN_LOSS: v - 0.1, M.EVAL_LOSS: v}
+            for f, v in zip((0.1, 0.2, 0.3, 0.4, 0.5), loss, strict=True)
         ]
 
-    cfg = {"lr": 1e-3, "beta": 0.5}
-    fast, var = proxy(reports(2.4), cfg)
-    slow, _ = proxy(reports(0.6), cfg)
+    cfg = {"sft.lr": 1e-3, "sft.steps": 60, "rl.lr": 1e-4}
+    fast, var = proxy(reports(0.9), cfg)
+    slow, _ = proxy(reports(0.1), cfg)
     assert np.isfinite(fast) and var is not None and var > 0
     assert fast > slow  # a faster-falling prefix predicts a better final score

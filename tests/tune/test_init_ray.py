@@ -1,0 +1,53 @@
+"""How `autopipe tune` starts or joins Ray, with `ray.init` recorded instead of run."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+
+from autopipe.errors import ClusterError
+from autopipe.spec import parse_spec
+from autopipe.tune import runner
+
+SPEC = parse_spec({"name": "r", "dataset": {"task": "sort"}})
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    seen: list[dict] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: seen.append(kw))
+    return seen
+
+
+def test_embedded_ray_tells_workers_its_own_api_server(calls) -> None:
+    assert runner.init_ray(SPEC, None) is True
+    (kw,) = calls
+    env = kw["runtime_env"]["env_vars"]
+    # a new local instance whose dashboard listens on the port the workers are told about, so
+    # Train's placement-group cleaner never auto-detects another Ray on the same machine
+    assert kw["address"] == "local" and kw["dashboard_host"] == "127.0.0.1"
+    assert env["RAY_API_SERVER_ADDRESS"] == f"http://127.0.0.1:{kw['dashboard_port']}"
+
+
+def test_a_taken_dashboard_port_is_retried_then_one_line(monkeypatch, calls) -> None:
+    def taken(**kw):
+        calls.append(kw)
+        raise ValueError(f"Failed to bind to port {kw['dashboard_port']}: already occupied")
+
+    monkeypatch.setattr(ray, "init", taken)
+    with pytest.raises(ClusterError, match=r"^could not start the embedded Ray \(Failed to bind"):
+        runner.init_ray(SPEC, None)
+    # three ports tried, each named to the workers as it was tried
+    assert len(calls) == 3
+    for kw in calls:
+        port = kw["dashboard_port"]
+        assert kw["runtime_env"]["env_vars"]["RAY_API_SERVER_ADDRESS"].endswith(f":{port}")
+
+
+def test_joining_a_cluster_leaves_its_api_server_alone(calls) -> None:
+    runner.init_ray(SPEC, "127.0.0.1:6379")
+    (kw,) = calls
+    # the cluster's own settings decide; nothing local is injected
+    assert "RAY_API_SERVER_ADDRESS" not in kw["runtime_env"]["env_vars"]
+    assert "dashboard_port" not in kw
