@@ -170,6 +170,11 @@ class TaskContext:
     early_fraction: float = 1.0
     proxy: Any = None
     predictor: Any = None
+    # A space that is not a finite grid (e.g. the post-training history's Sobol design): the
+    # task's distinct run configurations, the only ones the replay can evaluate exactly. The
+    # model-based and random methods propose among them, as they would over hpobench's grid;
+    # TPE and BOHB sample the space and are replayed at the nearest run configuration.
+    configs: list[dict[str, Any]] | None = None
 
 
 RunFn = Callable[[TaskContext, Method, int, int, Sequence[int]], Trace]
@@ -311,6 +316,8 @@ def _context(
     meta = history.meta_features(task)
     ctx = TaskContext(history.select_tasks([task]), task, meta, prior)
     ct = history.config_table(task)
+    if not history.space.is_finite:
+        ctx.configs = history.records(ct)
     n = max(budgets) + 1
     names = {m.name for m in methods}
     if names & {"no-bo", "ranker-top1"}:

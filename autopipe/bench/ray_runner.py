@@ -168,18 +168,27 @@ def make_core(ctx: TaskContext, method: Method, seed: int, n: int) -> Any:
 
     space = ctx.history.space
     name = method.name
+    cands = ctx.configs  # a continuous space: only the configurations the task ran
     if name in ("random", "asha"):
-        return RandomCore(space, seed)
+        return RandomCore(space, seed, candidates=cands)
     if name == "gp-ei":
-        return GPEICore(space, seed, budget=n)
+        return GPEICore(space, seed, budget=n, candidates=cands)
     if name in ("autopipe", "autopipe-no-guard"):
         return AutoPipeCore(
-            space, seed, prior=ctx.prior, meta=ctx.meta, budget=n, guard=name == "autopipe"
+            space,
+            seed,
+            prior=ctx.prior,
+            meta=ctx.meta,
+            budget=n,
+            guard=name == "autopipe",
+            candidates=cands,
         )
     if name == "no-residual":
-        return NoResidualCore(space, seed, prior=ctx.prior, meta=ctx.meta, budget=n)
+        return NoResidualCore(
+            space, seed, prior=ctx.prior, meta=ctx.meta, budget=n, candidates=cands
+        )
     if name == "no-offline":
-        return AutoPipeCore(space, seed, prior=None, budget=n)
+        return AutoPipeCore(space, seed, prior=None, budget=n, candidates=cands)
     if name in ("global-best", "no-bo"):
 
         class ListCore(ProposalCore):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,8 @@ REFIT_EVERY_UNTIL = 10
 REFIT_GROWTH = 1.25
 MIN_FIT = 3  # fewer observations than this: default hyperparameters, no fit
 DEFAULT_HORIZON = 50  # schedules' horizon (trials) when no budget is given
-# Warm start: the greedy max-min design is drawn from the prior's top max(10 k, 1% of N).
+# Warm start: the greedy max-min design is drawn from the prior's top max(10 k, 1% of N), at
+# most max(2 k, N / 4) (only small candidate sets, e.g. 48 replayed configurations, hit the cap).
 WARM_TOP_FACTOR = 10
 WARM_TOP_FRACTION = 0.01
 
@@ -96,6 +97,7 @@ class ModelBasedCore(ProposalCore):
         budget: int | None = None,
         warm_start: int = 5,
         max_fit_iter: int = 50,
+        candidates: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         if budget is not None and int(budget) < 1:
             raise SpecError(f"search budget must be >= 1 trials, but got {budget}")
@@ -108,7 +110,9 @@ class ModelBasedCore(ProposalCore):
         self.budget = None if budget is None else int(budget)
         self.warm_start = int(warm_start)
         self.max_fit_iter = int(max_fit_iter)
-        self.cands = CandidateSet(space, self.seed, prior, meta)
+        # ``candidates``: propose only among these configurations (e.g. the ones a replayed table
+        # ran); otherwise the whole grid of a small finite space, or a prior-ranked pool
+        self.cands = CandidateSet(space, self.seed, prior, meta, candidates)
         self.n_proposed = 0
         self.n_fit_failures = 0
         self._perturb_rng = np.random.default_rng([self.seed, 202])
@@ -317,6 +321,14 @@ class ModelBasedCore(ProposalCore):
         return finite, lam * s[finite] + b + mu
 
     def _warm_design(self) -> list[dict[str, Any]]:
+        if self.cands.explicit:
+            # a given list: the most spread-out of its configurations (Sobol points of the space
+            # would not be on it)
+            n = len(self.cands)
+            rows = greedy_maxmin(
+                self.cands.X, np.zeros(n), self.warm_start, ~self._taken_mask(), n, self.rng
+            )
+            return [dict(self.cands.configs[i]) for i in rows]
         return sobol_configs(self.space, self.warm_start, self.seed)
 
     def _s_tensor(self) -> torch.Tensor:
@@ -397,6 +409,7 @@ class AutoPipeCore(ModelBasedCore):
         beta_end: float = 0.5,
         w_end: float = 0.7,
         max_fit_iter: int = 50,
+        candidates: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         if isinstance(prior, (str, Path)):
             from autopipe.prior.ranker import RankingPrior
@@ -415,6 +428,7 @@ class AutoPipeCore(ModelBasedCore):
             budget=budget,
             warm_start=warm_start,
             max_fit_iter=max_fit_iter,
+            candidates=candidates,
         )
         self.guard = bool(guard)
         self.beta_start, self.beta_end, self.w_end = (
@@ -475,6 +489,9 @@ class AutoPipeCore(ModelBasedCore):
             return super()._warm_design()
         n = len(self.cands)
         top = max(WARM_TOP_FACTOR * self.warm_start, math.ceil(WARM_TOP_FRACTION * n))
+        # a small candidate set (a few dozen configurations): spread the warm start over the
+        # prior's top quarter, not over (nearly) every candidate
+        top = min(top, max(2 * self.warm_start, n // 4))
         rows = greedy_maxmin(
             self.cands.X, self.cands.s, self.warm_start, ~self._taken_mask(), top, self.rng
         )

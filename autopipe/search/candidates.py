@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from autopipe.space import Space
+from autopipe.space import Space, SpaceError
 
 # NOTE: the issue's limit: enumerate finite spaces up to 100,000 configurations; the 35,000-point
 # grid of benchmarks/searcher_latency.py scores in ~10 ms per suggestion.
@@ -49,8 +49,8 @@ def encode(space: Space, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
 class CandidateSet:
     """Candidates with their features and prior scores; deterministic given ``seed``.
 
-    ``grid`` mode (finite space of at most :data:`MAX_GRID` points) holds every configuration and
-    never changes. ``pool`` mode holds a fixed base pool and a replaceable block of perturbations
+    ``grid`` mode (finite space of at most :data:`MAX_GRID` points, or an explicit list
+    ``configs``: only these may be proposed) holds every configuration and never changes. ``pool`` mode holds a fixed base pool and a replaceable block of perturbations
     of the incumbents (:meth:`set_block`); prior scores of a new block are put on the base pool's
     scale by an affine fit on the base pool rescored together with the block, because the prior
     z-scores within whatever set it is given.
@@ -62,14 +62,28 @@ class CandidateSet:
         seed: int,
         prior: Prior | None = None,
         meta: Mapping[str, float] | None = None,
+        configs: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         self.space = space
         self.prior = prior
         self.meta = dict(meta or {})
-        self.grid = space.is_finite and space.grid_size() <= MAX_GRID
-        if self.grid:
+        self.explicit = configs is not None
+        if configs is not None:
+            if not configs:
+                raise SpaceError("search.options.candidates must list at least one configuration")
+            self.grid = True
+            base = _dedupe(
+                space,
+                [
+                    space.validate(c, f"search.options.candidates[{i}]")
+                    for i, c in enumerate(configs)
+                ],
+            )
+        elif space.is_finite and space.grid_size() <= MAX_GRID:
+            self.grid = True
             base = list(space.iter_grid())
         else:
+            self.grid = False
             rng = np.random.default_rng([seed, 101])
             raw = space.sample_many(N_RAW, rng)
             if prior is not None:

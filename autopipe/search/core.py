@@ -13,11 +13,12 @@ Cores own their ``np.random.Generator``; nothing seeds global state.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from autopipe.space import Space
+from autopipe.space import Space, SpaceError
 
 STATE_VERSION = 1
 
@@ -94,19 +95,42 @@ class RandomCore(ProposalCore):
 
     name = "random"
 
-    def __init__(self, space: Space, seed: int = 0) -> None:
+    def __init__(
+        self,
+        space: Space,
+        seed: int = 0,
+        candidates: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
         super().__init__(space, seed)
         self._seen: set[tuple] = set()
         self._size = space.grid_size() if space.is_finite and len(space) <= 12 else math.inf
+        # ``candidates``: sample uniformly among these configurations only
+        self._cands = (
+            None
+            if candidates is None
+            else [
+                space.validate(c, f"search.options.candidates[{i}]")
+                for i, c in enumerate(candidates)
+            ]
+        )
+        if self._cands is not None:
+            if not self._cands:
+                raise SpaceError("search.options.candidates must list at least one configuration")
+            self._size = len({space.config_key(c) for c in self._cands})
+
+    def _sample(self) -> dict[str, Any]:
+        if self._cands is None:
+            return self.space.sample(self.rng)
+        return dict(self._cands[int(self.rng.integers(len(self._cands)))])
 
     def _propose(self) -> dict[str, Any] | None:
         if len(self._seen) >= self._size:
             return None
-        cfg = self.space.sample(self.rng)
+        cfg = self._sample()
         for _ in range(200):
             if self.space.config_key(cfg) not in self._seen:
                 break
-            cfg = self.space.sample(self.rng)
+            cfg = self._sample()
         self._seen.add(self.space.config_key(cfg))
         return cfg
 

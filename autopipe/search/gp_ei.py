@@ -5,6 +5,7 @@ configurations. Ray-free; it exists to be compared with AutoPipe, not to use a h
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -27,17 +28,23 @@ class GPEICore(ModelBasedCore):
         budget: int | None = None,
         warm_start: int = 5,
         max_fit_iter: int = 50,
+        candidates: Sequence[Mapping[str, Any]] | None = None,
         **unused: Any,
     ) -> None:
         if unused:
             from autopipe.errors import SpecError
 
-            valid = ["budget", "warm_start", "max_fit_iter"]
+            valid = ["budget", "candidates", "max_fit_iter", "warm_start"]
             raise SpecError(
                 f"search options of 'gp-ei' must be among {valid}, but got {sorted(unused)}"
             )
         super().__init__(
-            space, seed, budget=budget, warm_start=warm_start, max_fit_iter=max_fit_iter
+            space,
+            seed,
+            budget=budget,
+            warm_start=warm_start,
+            max_fit_iter=max_fit_iter,
+            candidates=candidates,
         )
 
     def _acquire(
