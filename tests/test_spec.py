@@ -157,7 +157,7 @@ def test_missing_file_and_non_utf8(tmp_path: Path) -> None:
         (
             "random",
             {"warm_start": 3},
-            "search.options of 'random' must be among [], but got unknown ['warm_start']",
+            "search.options of 'random' must be among ['candidates'], but got unknown ['warm_start']",
         ),
         ("autopipe", {"betta": 1}, "but got unknown ['betta']"),
         ("autopipe", {"prior": "x"}, "but got unknown ['prior']"),
