@@ -34,6 +34,24 @@ def _present(v: Any) -> bool:
     return v is not None and not (isinstance(v, float) and math.isnan(v))
 
 
+def curve_report(point: dict[str, Any], step: int, cost: float) -> dict[str, Any]:
+    """The report a trial makes at one curve row ``point`` of a run that cost ``cost`` in full:
+    the row's signals, its fraction, ``step``, ``f x cost`` so far, the stage (RL once an RL
+    signal appears) and no objective yet. Shared with the Ray Tune replay trainable."""
+    f = float(point[FRACTION])
+    rep = {k: float(v) for k, v in point.items() if k not in ("run_id", FRACTION) and _present(v)}
+    rep.update(
+        {
+            M.FRACTION: f,
+            M.GLOBAL_STEP: step,
+            M.COST_S: f * cost,
+            M.STAGE: "rl" if any(s in rep for s in RL_SIGNALS) else "sft",
+            M.OBJECTIVE: float("nan"),
+        }
+    )
+    return rep
+
+
 class CurveReplay:
     """``task``'s runs of ``history`` (with curves) as reports; see the module docstring.
 
@@ -94,20 +112,7 @@ class CurveReplay:
             f = float(point[FRACTION])
             if early and f > early_fraction + 1e-12:
                 break  # an early-stopped evaluation sees the prefix only
-            rep = {
-                k: float(v)
-                for k, v in point.items()
-                if k not in ("run_id", FRACTION) and _present(v)
-            }
-            rep.update(
-                {
-                    M.FRACTION: f,
-                    M.GLOBAL_STEP: len(out) + 1,
-                    M.COST_S: f * cost,
-                    M.STAGE: "rl" if any(s in rep for s in RL_SIGNALS) else "sft",
-                    M.OBJECTIVE: float("nan"),
-                }
-            )
+            rep = curve_report(point, len(out) + 1, cost)
             out.append(rep)
             # fallback_proxy is larger-is-better; the rung score is in the objective's direction
             rep[RUNG_SCORE] = self.sign * fallback_proxy(out, config)[0]

@@ -111,12 +111,12 @@ class PrefixFeaturizer:
         for i, r in enumerate(reports):
             if metrics.FRACTION not in r:
                 raise DataError(f"reports[{i}] must have a {metrics.FRACTION!r} key, but has none")
-            f = _as_float(r[metrics.FRACTION])
+            f = as_float(r[metrics.FRACTION])
             if not (0.0 < f <= 1.0):
                 raise DataError(
                     f"reports[{i}].{metrics.FRACTION} must be in (0, 1], but got {r[metrics.FRACTION]!r}"
                 )
-            v = np.array([_as_float(r[s]) if s in r else math.nan for s in self.signals])
+            v = np.array([as_float(r[s]) if s in r else math.nan for s in self.signals])
             if not np.isfinite(v).any():
                 continue
             key = round(f, 12)
@@ -160,7 +160,8 @@ class PrefixFeaturizer:
         return X
 
 
-def _as_float(v: object) -> float:
+def as_float(v: object) -> float:
+    """``v`` as a finite float, else NaN (non-numbers, NaN and inf alike)."""
     try:
         x = float(v)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -179,6 +180,7 @@ def has_prefix(curves: pd.DataFrame | None, run_ids: Sequence[str], fraction: fl
 
 __all__ = [
     "FRACTION_TOL",
+    "as_float",
     "GLOBAL_FEATURES",
     "LAST_WINDOW",
     "STATS",

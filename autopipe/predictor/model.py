@@ -42,7 +42,7 @@ from autopipe import metrics
 from autopipe.errors import DataError
 from autopipe.history.metafeatures import FeatureFilter, select_meta_features
 from autopipe.history.model import META_PREFIX, History, Y, configs_to_frame
-from autopipe.predictor.features import FRACTION_TOL, PrefixFeaturizer
+from autopipe.predictor.features import FRACTION_TOL, PrefixFeaturizer, as_float
 from autopipe.prior.ranker import RankingPrior
 from autopipe.sidecar import read_sidecar
 from autopipe.space import Space
@@ -517,7 +517,7 @@ class EarlyPredictor:
         rows = []
         for reports in peers:
             fr = [r.get(metrics.FRACTION) for r in reports]
-            fr_arr = np.array([_float_or_nan(v) for v in fr], dtype=float)
+            fr_arr = np.array([as_float(v) for v in fr], dtype=float)
             if not reached(fr_arr, self.fraction):
                 continue
             # a peer's malformed report costs that peer, never the trial being scored
@@ -688,14 +688,6 @@ def _run_fractions(curves: pd.DataFrame | None, run_ids: Sequence[str]) -> list[
     g = curves.groupby(curves["run_id"].astype(str))[metrics.FRACTION]
     by_run = {str(k): v.to_numpy(dtype=float) for k, v in g}
     return [by_run.get(str(r), np.empty(0)) for r in run_ids]
-
-
-def _float_or_nan(v: object) -> float:
-    try:
-        x = float(v)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return math.nan
-    return x if math.isfinite(x) else math.nan
 
 
 def _meta_filter(history: History, tasks: list[str], config: PredictorConfig) -> FeatureFilter:

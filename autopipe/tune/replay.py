@@ -13,10 +13,9 @@ from typing import Any
 import numpy as np
 
 from autopipe import metrics as M
+from autopipe.bench.replay import _present, curve_report
 from autopipe.history.model import COST, FRACTION, History, Y
 from autopipe.tune.callbacks import RESERVED, RESUME_KEY
-
-RL_SIGNALS = (M.REWARD_MEAN, M.REWARD_STD, M.KL, M.COMPLETION_LENGTH)
 
 
 def _runs_by_config(history: History, task: str) -> dict[tuple, list[int]]:
@@ -26,10 +25,6 @@ def _runs_by_config(history: History, task: str) -> dict[tuple, list[int]]:
         cfg = {k: row[k] for k in history.space.names if _present(row[k])}
         out.setdefault(history.space.config_key(cfg), []).append(i)
     return out
-
-
-def _present(v: Any) -> bool:
-    return v is not None and not (isinstance(v, float) and math.isnan(v))
 
 
 def make_replay_trainable(
@@ -77,20 +72,7 @@ def make_replay_trainable(
                 continue  # the prefix was already run by the trial this one resumes
             if early and f > early_stop_fraction + 1e-12:
                 break  # an early-stopped evaluation sees the prefix only
-            rep = {
-                k: float(v)
-                for k, v in point.items()
-                if k not in ("run_id", FRACTION) and _present(v)
-            }
-            rep.update(
-                {
-                    M.FRACTION: f,
-                    M.GLOBAL_STEP: step,
-                    M.COST_S: f * cost,
-                    M.STAGE: "rl" if any(s in rep for s in RL_SIGNALS) else "sft",
-                    M.OBJECTIVE: float("nan"),
-                }
-            )
+            rep = curve_report(point, step, cost)
             tune.report(rep)
         if early:  # stop at the early point, costing f x cost
             tune.report(
