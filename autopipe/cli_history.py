@@ -175,14 +175,25 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  configs    {s['configs']} (task, configuration) pairs",
         f"  curves     {s['curve_rows']} rows; signals: {', '.join(s['curve_signals']) or 'none'}",
         "",
-        f"  {'task':<28} {'group':<28} {'runs':>9} {'configs':>8} {'best':>11} {'median':>11}",
+        f"  {'task':<28} {'group':<28} {'runs':>9} {'configs':>8} {'best':>11} {'median':>11}"
+        f" {'replicated':>10} {'seed sd':>9} {'sd/span':>7}",
     ]
     for t in s["per_task"]:
         lines.append(
             f"  {t['task'][:28]:<28} {t['group'][:28]:<28} {t['runs']:>9} {t['configs']:>8} "
-            f"{num(t['best']):>11} {num(t['median']):>11}"
+            f"{num(t['best']):>11} {num(t['median']):>11} {t['replicated']:>10} "
+            f"{_short(t['seed_sd']):>9} {_short(t['seed_sd_ratio']):>7}"
         )
+    lines += [
+        "",
+        "  replicated: configurations with 2+ finite runs; seed sd: their pooled seed-to-seed "
+        "standard deviation of the objective; sd/span: that over |best - median|",
+    ]
     return "\n".join(lines)
+
+
+def _short(v: float) -> str:
+    return "-" if not math.isfinite(v) else f"{v:.3g}"
 
 
 def cmd_history_export(args: argparse.Namespace) -> int:

@@ -109,8 +109,9 @@ class History:
 
     def config_table(self, task: str | None = None) -> pd.DataFrame:
         """One row per (task, configuration): seed-averaged ``y`` over runs with a finite ``y``,
-        ``y_max``, ``n_runs``, ``n_ok`` and mean ``cost``. Configurations whose runs all failed
-        keep ``y = NaN``."""
+        ``y_max``, ``n_runs``, ``n_ok``, mean ``cost`` and ``y_sd``, the standard deviation of
+        ``y`` over those runs (NaN with fewer than 2). Configurations whose runs all failed keep
+        ``y = NaN``."""
         key = task if task is not None else "\0all"
         if key in self._config_cache:
             return self._config_cache[key]
@@ -124,7 +125,11 @@ class History:
         frame["_cost"] = runs[COST].astype(float)
         g = frame.groupby(keys, dropna=False, sort=False, observed=True)
         table = g.agg(
-            y=("_y", "mean"), n_ok=("_ok", "sum"), n_runs=("_ok", "size"), cost=("_cost", "mean")
+            y=("_y", "mean"),
+            n_ok=("_ok", "sum"),
+            n_runs=("_ok", "size"),
+            cost=("_cost", "mean"),
+            y_sd=("_y", "std"),
         ).reset_index()
         table["y_max"] = self.y_max(table["y"].to_numpy())
         self._config_cache[key] = table
@@ -180,14 +185,22 @@ class History:
             tt = table.loc[table["task"] == t]
             ym = tt["y_max"].to_numpy(dtype=float)
             ym = ym[np.isfinite(ym)]
+            seed_sd, replicated = pooled_seed_sd(tt)
+            best = float(self.y_max(ym.max())) if ym.size else math.nan
+            median = float(self.y_max(np.median(ym))) if ym.size else math.nan
+            span = abs(best - median)
             per_task.append(
                 {
                     "task": t,
                     "group": self.group_of()[t],
                     "runs": int(tt["n_runs"].sum()),
                     "configs": len(tt),
-                    "best": float(self.y_max(ym.max())) if ym.size else math.nan,
-                    "median": float(self.y_max(np.median(ym))) if ym.size else math.nan,
+                    "best": best,
+                    "median": median,
+                    "replicated": replicated,
+                    "seed_sd": seed_sd,
+                    # one seed's standard deviation in normalized-regret units (best - median)
+                    "seed_sd_ratio": seed_sd / span if span > 0 else math.nan,
                 }
             )
         return {
@@ -211,6 +224,18 @@ class History:
             "y_max": float(fin.max()) if fin.size else math.nan,
             "per_task": per_task,
         }
+
+
+def pooled_seed_sd(table: pd.DataFrame) -> tuple[float, int]:
+    """Seed noise of a :meth:`History.config_table`: the pooled within-configuration standard
+    deviation of ``y`` over configurations with 2 or more finite runs, ``sqrt(sum((n - 1) sd^2) /
+    sum(n - 1))``, and the number of such configurations; ``(nan, 0)`` when there are none."""
+    rep = table.loc[(table["n_ok"] >= 2) & np.isfinite(table["y_sd"].to_numpy(dtype=float))]
+    if rep.empty:
+        return math.nan, 0
+    dof = rep["n_ok"].to_numpy(dtype=float) - 1.0
+    var = rep["y_sd"].to_numpy(dtype=float) ** 2
+    return float(math.sqrt(np.sum(dof * var) / np.sum(dof))), len(rep)
 
 
 def frame_to_configs(space: Space, frame: pd.DataFrame) -> list[dict[str, Any]]:

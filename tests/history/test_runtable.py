@@ -87,6 +87,18 @@ def test_read_min_objective_missing_meta_failed_runs(tmp_path: Path) -> None:
     assert ct.loc["adam", "y_max"] == pytest.approx(-0.6)  # direction-aware: min -> negated
     assert math.isnan(ct.loc["sgd", "y"]) and ct.loc["sgd", "n_ok"] == 0  # all seeds failed
     assert h.summary()["per_task"][1]["best"] == pytest.approx(0.2)  # best of a min objective
+    a, b = h.summary()["per_task"]
+    # seed noise: adam on task a ran with seeds 0 and 1 (0.5, 0.7): sample sd 0.1414
+    assert a["replicated"] == 1 and a["seed_sd"] == pytest.approx(0.2 / math.sqrt(2))
+    # task a's only finite configuration is both best and median: no span to divide by
+    assert math.isnan(a["seed_sd_ratio"])
+    # task b's second seed diverged (inf): one finite run is no replicate
+    assert b["replicated"] == 0 and math.isnan(b["seed_sd"])
+    from autopipe.cli_history import format_summary
+
+    rows = {ln.split()[0]: ln.split() for ln in format_summary(h.summary()).splitlines()[10:12]}
+    # `autopipe history show` prints the replicate count, seed sd and sd/span per task
+    assert rows["a"][-3:] == ["1", "0.141", "-"] and rows["b"][-3:] == ["0", "-", "-"]
 
 
 def test_read_partial_meta_and_curves_round_trip(tmp_path: Path) -> None:
