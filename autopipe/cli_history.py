@@ -186,8 +186,8 @@ def format_summary(s: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "  replicated: configurations with 2+ finite runs; seed sd: their pooled seed-to-seed "
-        "standard deviation of the objective; sd/span: that over |best - median|",
+        "  replicated: configurations with 2+ finite runs; seed sd: the median over them of the "
+        "objective's standard deviation across seeds; sd/span: that over |best - median|",
     ]
     return "\n".join(lines)
 

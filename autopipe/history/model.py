@@ -227,15 +227,14 @@ class History:
 
 
 def pooled_seed_sd(table: pd.DataFrame) -> tuple[float, int]:
-    """Seed noise of a :meth:`History.config_table`: the pooled within-configuration standard
-    deviation of ``y`` over configurations with 2 or more finite runs, ``sqrt(sum((n - 1) sd^2) /
-    sum(n - 1))``, and the number of such configurations; ``(nan, 0)`` when there are none."""
+    """Seed noise of a :meth:`History.config_table`: the median over configurations with 2 or
+    more finite runs of their standard deviation of ``y`` across seeds, and the number of such
+    configurations; ``(nan, 0)`` when there are none. A median, not a pooled variance: a few
+    diverged runs (hpolib losses up to 1e8) would otherwise be the whole estimate."""
     rep = table.loc[(table["n_ok"] >= 2) & np.isfinite(table["y_sd"].to_numpy(dtype=float))]
     if rep.empty:
         return math.nan, 0
-    dof = rep["n_ok"].to_numpy(dtype=float) - 1.0
-    var = rep["y_sd"].to_numpy(dtype=float) ** 2
-    return float(math.sqrt(np.sum(dof * var) / np.sum(dof))), len(rep)
+    return float(np.median(rep["y_sd"].to_numpy(dtype=float))), len(rep)
 
 
 def frame_to_configs(space: Space, frame: pd.DataFrame) -> list[dict[str, Any]]:
