@@ -68,6 +68,27 @@ def _is_local(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
+def open_client(uri: str | None) -> Any:
+    """An ``MlflowClient`` for ``uri`` (resolved as :func:`resolve_uri`), with the fail-fast HTTP
+    defaults for a remote store (a user's own MLFLOW_HTTP_* settings win). A store that cannot be
+    opened (an unknown scheme, a file that is not a database, a plain folder) is a one-line
+    :class:`TrackingError` naming the URI."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = resolve_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        for key, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except Exception as e:  # noqa: BLE001 - MLflow, SQLAlchemy and OS errors all mean the same here
+        raise TrackingError(
+            f"tracking URI {uri!r}: cannot open the MLflow store ({_first_line(e)[:160]}); "
+            "expected sqlite:///PATH.db or http(s)://HOST:PORT"
+        ) from None
+
+
 class _Unavailable(TrackingError):
     """The store did not answer (connection refused, timeout, server error); retrying may fix it."""
 
@@ -92,20 +113,14 @@ class Tracker:
         write_retries: int = 2,
         flush_wait_s: float | None = None,
     ) -> None:
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         self.uri = resolve_uri(uri)
-        if self.uri.startswith(("http://", "https://")):
-            for key, value in HTTP_DEFAULTS.items():
-                os.environ.setdefault(key, value)  # a user's own setting wins
-        from mlflow.tracking import MlflowClient
-
         self.retries = retries
         self.backoff_s = backoff_s
         self.write_retries = write_retries
         if flush_wait_s is None:
             flush_wait_s = _env_float(FLUSH_WAIT_ENV, 300.0)
         self.flush_wait_s = flush_wait_s
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.client = open_client(self.uri)
         self.open_runs: set[str] = set()
         self.pending: deque[_Write] = deque()
         self.ids: dict[str, str] = {}  # placeholder -> real run id

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,13 +144,10 @@ def job_spec(
 
 def ended_configs(tracking_uri: str | None, experiment: str, job_name: str, space: Space) -> set:
     """Configuration keys of the trials of ``job_name`` that ended (completed or failed)."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from mlflow.tracking import MlflowClient
-
     from autopipe.history.mlflow_reader import _parse_param
-    from autopipe.tracking import resolve_uri
+    from autopipe.tracking import open_client
 
-    client = MlflowClient(tracking_uri=resolve_uri(tracking_uri))  # the store run_job writes to
+    client = open_client(tracking_uri)  # the store run_job writes to
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return set()

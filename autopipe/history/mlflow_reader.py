@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +21,7 @@ from autopipe.errors import DataError, SpaceError, TrackingError
 from autopipe.history.model import COST, FRACTION, META_PREFIX, STATUS, History, Y
 from autopipe.history.runtable import validate_params
 from autopipe.space import Param, Space
+from autopipe.tracking import open_client
 
 MLFLOW_SCHEME = "mlflow:"
 _DIVERGED_WORDS = ("nan", "non-finite", "nonfinite", "inf", "diverg", "overflow")
@@ -33,15 +33,13 @@ def read_mlflow_experiment(experiment: str, tracking_uri: str | None = None) -> 
     (default: MLflow's own default) into a History: task = group = dataset id, seed from the
     ``seed`` param (else 0), ``y`` = the ``objective`` metric (NaN for failed trials), ``cost`` =
     ``cost_s``, curves from the ``fraction`` series joined on step with the curve signals."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
     where = f"{MLFLOW_SCHEME}{experiment}"
     try:
-        client = MlflowClient(tracking_uri=tracking_uri)
+        client = open_client(tracking_uri)
         exp = client.get_experiment_by_name(experiment)
-    except MlflowException as e:
+    except TrackingError as e:
+        raise TrackingError(f"{where}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - MLflow, SQLAlchemy, HTTP errors: the store failed
         raise TrackingError(
             f"{where}: cannot reach the tracking store ({_first_line(e)})"
         ) from None

@@ -1,0 +1,38 @@
+"""A tracking URI that names no usable MLflow store is a one-line error naming the URI, from the
+job tracker, the history reader and the CLI alike (not an MLflow or SQLAlchemy traceback)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autopipe.errors import TrackingError
+from autopipe.history.mlflow_reader import read_mlflow_experiment
+from autopipe.tracking import Tracker, open_client
+from tests.tune.helpers import run_cli
+
+
+def test_unknown_scheme_and_non_database_file(tmp_path: Path) -> None:
+    # an unknown scheme: MLflow's registry lookup error becomes one line naming the URI
+    with pytest.raises(TrackingError, match=r"^tracking URI 'bogus://x': cannot open the MLflow"):
+        open_client("bogus://x")
+    garbage = tmp_path / "g.db"
+    garbage.write_text("not a database\n")
+    uri = f"sqlite:///{garbage}"
+    # a file that is not SQLite: SQLAlchemy's DatabaseError, reworded, with what was expected
+    with pytest.raises(TrackingError, match=r"file is not a database.*expected sqlite:///PATH"):
+        Tracker(uri)
+    # the history reader says which source it was reading
+    with pytest.raises(TrackingError, match=r"^mlflow:job: tracking URI 'sqlite:///"):
+        read_mlflow_experiment("job", tracking_uri=uri)
+
+
+def test_cli_prints_one_line(tmp_path: Path) -> None:
+    garbage = tmp_path / "g.db"
+    garbage.write_text("not a database\n")
+    r = run_cli("best", "--job", "demo", "--tracking-uri", f"sqlite:///{garbage}", timeout=120)
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2, r.stderr
+    # one line, no traceback, naming the URI
+    assert len(err) == 1 and err[0].startswith("autopipe: error: tracking URI 'sqlite:///"), err
