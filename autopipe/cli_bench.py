@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from autopipe.cli_paths import check_out_dir
 from autopipe.errors import DataError
 
 DEFAULT_BUDGETS = (15, 30, 50, 100, 150)
@@ -90,8 +91,11 @@ def _check(args: argparse.Namespace) -> None:
         raise DataError(f"--name names one result folder, but got {len(args.data)} --data folders")
     get_methods(args.methods)
     for d in args.data:
+        if Path(d).is_file():
+            raise DataError(f"--data {d} is a file, expected a run table folder")
         if not Path(d).is_dir():
             raise DataError(f"--data {d}: run table folder does not exist")
+    check_out_dir(args.out, "--out")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

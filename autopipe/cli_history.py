@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from autopipe.cli_paths import check_out_dir, check_out_file
 from autopipe.errors import DataError
 from autopipe.history.model import History, concat_histories
+
+# a job's name (the spec's `name`) and the smallest SFT set a job accepts (`dataset.n_train`)
+JOB_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
+MIN_N_TRAIN = 8
 
 
 def register(subparsers: Any) -> None:
@@ -35,7 +41,10 @@ def register(subparsers: Any) -> None:
     exp.add_argument(
         "--from", dest="source", required=True, help="mlflow:EXPERIMENT or a run table folder"
     )
-    exp.add_argument("--out", required=True, help="run table folder to write")
+    exp.add_argument("--out", required=True, help="run table folder to write (new or empty)")
+    exp.add_argument(
+        "--force", action="store_true", help="replace the run table files in a non-empty --out"
+    )
     exp.add_argument(
         "--tracking-uri", default=None, help="MLflow tracking URI (for mlflow: sources)"
     )
@@ -145,6 +154,8 @@ def _ranker_config(args: argparse.Namespace) -> Any:
     ):
         if v < 1:
             raise DataError(f"{name} must be >= 1, but got {v}")
+    if args.seed < 0:
+        raise DataError(f"--seed must be >= 0, but got {args.seed}")
     return RankerConfig(
         max_configs_per_task=args.max_configs,
         n_models=args.models,
@@ -197,8 +208,13 @@ def _short(v: float) -> str:
 
 
 def cmd_history_export(args: argparse.Namespace) -> int:
+    from autopipe.history.mlflow_reader import parse_source
     from autopipe.history.runtable import write_run_table
 
+    kind, where = parse_source(args.source)
+    if kind != "mlflow" and Path(where).resolve() == Path(args.out).resolve():
+        raise DataError(f"--out {args.out} is the --from run table; expected another folder")
+    check_out_dir(args.out, "--out", empty=True, force=args.force)
     h = load_history(args.source, args.tracking_uri)
     out = write_run_table(
         h,
@@ -226,9 +242,23 @@ def cmd_history_generate(args: argparse.Namespace) -> int:
         raise DataError(f"--tasks must be built-in tasks {sorted(TASKS)}, but got {unknown}")
     if args.max_concurrent < 1:
         raise DataError(f"--max-concurrent must be >= 1, but got {args.max_concurrent}")
-    if args.n_train is not None and args.n_train < 1:
-        raise DataError(f"--n-train must be >= 1, but got {args.n_train}")
+    if args.n_train is not None and args.n_train < MIN_N_TRAIN:
+        raise DataError(
+            f"--n-train must be >= {MIN_N_TRAIN} (dataset.n_train's minimum), but got {args.n_train}"
+        )
+    if args.configs_per_task < 1:
+        raise DataError(f"--configs-per-task must be >= 1, but got {args.configs_per_task}")
+    if args.seed < 0:
+        raise DataError(f"--seed must be >= 0, but got {args.seed}")
+    if not args.experiment.strip():
+        raise DataError("--experiment must name an MLflow experiment, but got an empty name")
     prefix = args.prefix or args.experiment
+    if not re.fullmatch(JOB_NAME_PATTERN, prefix):
+        flag = "--prefix" if args.prefix else "--experiment (the default job name prefix)"
+        raise DataError(
+            f"{flag} must match {JOB_NAME_PATTERN} (letters, digits, _ . -; jobs are named "
+            f"PREFIX-TASK-sSEED), but got {prefix!r}"
+        )
     space = template.to_space()
     jobs = G.plan(space, tasks, args.configs_per_task, args.replicates, args.seeds, args.seed)
     G.resolve_todo(jobs, space, template.tracking.uri, args.experiment, prefix)
@@ -293,6 +323,7 @@ def cmd_prior_fit(args: argparse.Namespace) -> int:
     from autopipe.prior.ranker import RankingPrior
 
     config = _ranker_config(args)
+    check_out_dir(args.out, "--out")
     h = concat_histories([load_history(src, args.tracking_uri) for src in args.history])
     t0 = time.perf_counter()
     prior = RankingPrior.fit(h, config)
@@ -314,7 +345,11 @@ def cmd_prior_evaluate(args: argparse.Namespace) -> int:
 
     if args.eval_configs is not None and args.eval_configs < 2:
         raise DataError(f"--eval-configs must be >= 2, but got {args.eval_configs}")
+    if args.random_draws < 1:
+        raise DataError(f"--random-draws must be >= 1, but got {args.random_draws}")
     config = _ranker_config(args)
+    check_out_file(args.out, "--out")
+    check_out_file(args.csv, "--csv")
     h = load_history(args.history, args.tracking_uri)
     t0 = time.perf_counter()
     if args.lodo:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from autopipe.cli_paths import check_out_dir, check_out_file
 from autopipe.errors import DataError
 
 DEFAULT_FRACTIONS = (0.1, 0.25, 0.5)
@@ -94,6 +95,8 @@ def _predictor_config(args: argparse.Namespace) -> Any:
     for name, v in (("--models", args.models), ("--jobs", args.jobs)):
         if v < 1:
             raise DataError(f"{name} must be >= 1, but got {v}")
+    if args.seed < 0:
+        raise DataError(f"--seed must be >= 0, but got {args.seed}")
     return PredictorConfig(
         n_models=args.models, use_meta=not args.no_meta, seed=args.seed, n_jobs=args.jobs
     )
@@ -113,6 +116,7 @@ def cmd_predictor_fit(args: argparse.Namespace) -> int:
 
     _check_fraction(args.fraction)
     config = _predictor_config(args)
+    check_out_dir(args.out, "--out")
     h = concat_histories([load_history(src, args.tracking_uri) for src in args.history])
     if not h.curve_signals:
         raise DataError(
@@ -149,6 +153,8 @@ def cmd_predictor_evaluate(args: argparse.Namespace) -> int:
     if args.folds < 2:
         raise DataError(f"--folds must be >= 2, but got {args.folds}")
     config = _predictor_config(args)
+    check_out_file(args.out, "--out")
+    check_out_file(args.csv, "--csv")
     h = load_history(args.history, args.tracking_uri)
     if not h.curve_signals:
         raise DataError(

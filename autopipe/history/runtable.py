@@ -41,6 +41,10 @@ def read_run_table(path: str | Path) -> History:
     cost to ``cost``; values of grid parameters snapped to their grid; values of inactive
     conditional parameters set to missing; an infinite ``y`` counts as a failed run, NaN)."""
     root = Path(path)
+    if not str(path).strip():
+        raise DataError("run table folder: expected a folder path, but got an empty string")
+    if root.is_file():
+        raise DataError(f"{root}: is a file, expected a run table folder")
     if not root.is_dir():
         raise DataError(f"{root}: run table folder does not exist")
     spec = _read_space_json(root / SPACE_FILE)
