@@ -68,13 +68,21 @@ def _is_local(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
-def open_client(uri: str | None) -> Any:
+def open_client(uri: str | None, must_exist: bool = False) -> Any:
     """An ``MlflowClient`` for ``uri`` (resolved as :func:`resolve_uri`), with the fail-fast HTTP
     defaults for a remote store (a user's own MLFLOW_HTTP_* settings win). A store that cannot be
     opened (an unknown scheme, a file that is not a database, a plain folder) is a one-line
-    :class:`TrackingError` naming the URI."""
+    :class:`TrackingError` naming the URI. With ``must_exist`` (readers), a local SQLite store
+    must already exist: MLflow would otherwise create an empty database there."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     uri = resolve_uri(uri)
+    if must_exist and uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :])
+        if not db.is_file():
+            raise TrackingError(
+                f"tracking URI {uri!r}: no MLflow store at {db}; expected the database a job "
+                "wrote (autopipe tune prints its tracking URI)"
+            )
     if uri.startswith(("http://", "https://")):
         for key, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
@@ -112,6 +120,7 @@ class Tracker:
         backoff_s: float = 0.5,
         write_retries: int = 2,
         flush_wait_s: float | None = None,
+        must_exist: bool = False,
     ) -> None:
         self.uri = resolve_uri(uri)
         self.retries = retries
@@ -120,7 +129,7 @@ class Tracker:
         if flush_wait_s is None:
             flush_wait_s = _env_float(FLUSH_WAIT_ENV, 300.0)
         self.flush_wait_s = flush_wait_s
-        self.client = open_client(self.uri)
+        self.client = open_client(self.uri, must_exist=must_exist)
         self.open_runs: set[str] = set()
         self.pending: deque[_Write] = deque()
         self.ids: dict[str, str] = {}  # placeholder -> real run id

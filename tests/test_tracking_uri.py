@@ -28,6 +28,14 @@ def test_unknown_scheme_and_non_database_file(tmp_path: Path) -> None:
         read_mlflow_experiment("job", tracking_uri=uri)
 
 
+def test_readers_do_not_create_a_store(tmp_path: Path) -> None:
+    db = tmp_path / "nowhere.db"
+    # reading history from a store that does not exist says so, and leaves no empty database
+    with pytest.raises(TrackingError, match=r"^mlflow:job: tracking URI .*: no MLflow store at "):
+        read_mlflow_experiment("job", tracking_uri=f"sqlite:///{db}")
+    assert not db.exists()
+
+
 def test_cli_prints_one_line(tmp_path: Path) -> None:
     garbage = tmp_path / "g.db"
     garbage.write_text("not a database\n")

@@ -35,7 +35,7 @@ def read_mlflow_experiment(experiment: str, tracking_uri: str | None = None) -> 
     ``cost_s``, curves from the ``fraction`` series joined on step with the curve signals."""
     where = f"{MLFLOW_SCHEME}{experiment}"
     try:
-        client = open_client(tracking_uri)
+        client = open_client(tracking_uri, must_exist=True)
         exp = client.get_experiment_by_name(experiment)
     except TrackingError as e:
         raise TrackingError(f"{where}: {e}") from None
