@@ -22,9 +22,11 @@ def _quiet_env() -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from autopipe.spec import load_spec
+    from autopipe.tune.runner import preflight
 
     spec = load_spec(args.spec)
     space = spec.to_space()
+    preflight(spec, space)  # the checks `tune` makes before starting Ray
     print(
         f"{args.spec}: ok - job {spec.name!r}, {len(space)} searched parameters "
         f"({', '.join(space.names)}), {spec.budget.max_trials} trials, search {spec.search.algorithm}"
@@ -51,7 +53,28 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     res = run_job(spec, address=args.address, verbose=0 if args.quiet else 1, resume=args.resume)
     print(format_summary(res))
-    return 130 if res.interrupted else 0
+    if res.interrupted:
+        return 130
+    if no_trial_finished(res):
+        n = len(res.statuses)
+        what = f"all {n} trials failed" if n else "no trial ran"
+        where = (
+            f"the autopipe.failure tag of each trial run under MLflow run {res.parent_run_id} "
+            f"({res.tracking_uri})"
+        )
+        if res.experiment_path:
+            where += f" and the trials' error.txt in the Ray results folder {res.experiment_path}"
+        print(f"autopipe: error: no trial finished: {what}; see {where}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def no_trial_finished(res: object) -> bool:
+    """A job that ended by itself without any trial finishing (each one failed)."""
+    from autopipe import metrics as M
+
+    statuses = getattr(res, "statuses", {}) or {}
+    return not any(v in (M.STATUS_COMPLETED, M.STATUS_EARLY_STOPPED) for v in statuses.values())
 
 
 def cmd_best(args: argparse.Namespace) -> int:
@@ -62,7 +85,7 @@ def cmd_best(args: argparse.Namespace) -> int:
 
     if not args.job and not args.run_id:
         raise AutoPipeError("best needs --job NAME or --run-id ID, but got neither")
-    tracker = Tracker(args.tracking_uri)
+    tracker = Tracker(args.tracking_uri, must_exist=True)  # reading: never create a store
     tracker.check()
     doc = read_best(tracker, job=args.job, run_id=args.run_id)
     if args.full:

@@ -328,6 +328,83 @@ class JobSpec(_Strict):
         return d
 
 
+# ------------------------------------------------------------------------------------------ files
+DATASET_SUFFIXES = {".jsonl": "jsonl", ".parquet": "parquet", ".json": "pubmedqa"}
+
+
+def check_paths(spec: JobSpec) -> None:
+    """Check the local files and folders a spec names, as the job's driver will read them:
+    ``dataset.path``, ``model.path``, ``history.run_tables`` / ``prior`` / ``predictor`` and a
+    local ``storage``. Reads and creates nothing; raises :class:`SpecError` (one line).
+
+    Not part of :func:`parse_spec`: ``autopipe submit`` validates specs whose model and storage
+    paths exist only on the cluster. ``autopipe validate`` and ``autopipe tune`` call it.
+    """
+    ds = spec.dataset
+    if ds.path is not None:
+        # resolved as autopipe.tasks.load_dataset does (``~``, relative to the spec's folder)
+        p = Path(ds.path).expanduser()
+        if not p.is_absolute():
+            p = spec.base_dir / p
+        if not p.exists():
+            raise SpecError(f"dataset.path {str(p)!r} does not exist")
+        if p.is_dir():
+            raise SpecError(
+                f"dataset.path {str(p)!r} must be a file (JSONL, parquet or PubMedQA JSON), "
+                "but it is a directory"
+            )
+        if ds.format is None and p.suffix.lower() not in DATASET_SUFFIXES:
+            raise SpecError(
+                f"dataset.format must be jsonl, parquet or pubmedqa (cannot tell from the suffix "
+                f"{p.suffix.lower()!r} of dataset.path), but got none"
+            )
+    if spec.model.path:
+        # resolved as the trial workers get it (runner.trial_settings -> models.build_model)
+        p = spec.resolve(spec.model.path)
+        if not p.exists():
+            raise SpecError(f"model.path {str(p)!r} does not exist")
+        if not p.is_dir():
+            raise SpecError(
+                f"model.path {str(p)!r} must be a Hugging Face model folder, but it is a file"
+            )
+    folders = [(f"history.run_tables[{i}]", rt) for i, rt in enumerate(spec.history.run_tables)]
+    folders += [
+        (f"history.{k}", v)
+        for k, v in (("prior", spec.history.prior), ("predictor", spec.history.predictor))
+        if v
+    ]
+    for where, raw in folders:
+        p = spec.resolve(raw)
+        if not p.exists():
+            raise SpecError(f"{where} {str(p)!r} does not exist")
+        if not p.is_dir():
+            raise SpecError(f"{where} {str(p)!r} must be a folder, but it is a file")
+    if spec.storage and "://" not in spec.storage:
+        check_storage(spec.resolve(spec.storage))
+
+
+def check_storage(path: Path) -> None:
+    """``storage`` must be a writable folder, or a path that can be created as one."""
+    p = Path(os.path.abspath(path))
+    if p.exists():
+        if not p.is_dir():
+            raise SpecError(
+                f"storage {str(p)!r} must be a folder (or a URI such as s3://...), but it is a file"
+            )
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise SpecError(f"storage {str(p)!r} must be a writable folder, but it is not writable")
+        return
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SpecError(f"storage {str(p)!r} cannot be created: {str(parent)!r} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SpecError(
+            f"storage {str(p)!r} cannot be created: no write permission in {str(parent)!r}"
+        )
+
+
 # ------------------------------------------------------------------------------------------ space
 def _param(name: str, spec: Any, ptype: str, natural_log: bool, where: str) -> Param | Any:
     """Turn one space entry into a Param (searched) or a plain value (constant)."""
@@ -550,6 +627,14 @@ def _union_message(errors: list[dict[str, Any]]) -> str | None:
     if any(e["type"] == "extra_forbidden" and len(e["loc"]) == 3 for e in errors):
         return None  # an unknown parameter name, not a malformed entry
     if len(first) >= 3 and first[0] == "space" and all(loc[:3] == first[:3] for loc in locs):
+        entry = next(
+            (e.get("input") for e in errors if len(e["loc"]) == 4 and e["type"] != "value_error"),
+            None,
+        )
+        if isinstance(entry, dict):
+            msg = _mapping_message(".".join(str(x) for x in first[:3]), entry, errors)
+            if msg is not None:
+                return msg
         inp_errs = [e for e in errors if len(e["loc"]) == 4 or e["type"] in ("value_error",)]
         keyed = [e for e in errors if len(e["loc"]) >= 5]
         # A mapping with recognisable keys: pick the member it was meant as.
@@ -573,6 +658,52 @@ def _union_message(errors: list[dict[str, Any]]) -> str | None:
             f"{field} must be a number, a string or one of {{low, high, log}} | {{values, log}} | "
             f"{{choices}}, but got {_short(inp)}"
         )
+    return None
+
+
+# The mapping shapes of a space entry: (member tag, what it is called, its keys, required keys).
+_SHAPES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("Range", "a range", ("low", "high", "log"), ("low", "high")),
+    ("Grid", "a grid", ("values", "log"), ("values",)),
+    ("Choice", "a choice list", ("choices",), ("choices",)),
+)
+_SHAPES_HINT = "{low, high, log} | {values, log} | {choices}"
+
+
+def _mapping_message(field: str, entry: dict[Any, Any], errors: list[dict[str, Any]]) -> str | None:
+    """The error of a space entry written as a mapping, judged by the shape its keys name (low /
+    high: a range, values: a grid, choices: a list of choices) rather than by which union
+    member pydantic happened to report: a missing key or only the keys unknown to that shape.
+    ``None`` when the keys name no shape (the caller's generic message) or the shape's keys are
+    right (its own value errors apply)."""
+    keys = {str(k) for k in entry}
+    meant = [sh for sh in _SHAPES if keys & set(sh[3])]
+    if not meant:
+        unknown = sorted(keys - {k for sh in _SHAPES for k in sh[2]})
+        if unknown:
+            return f"{field} has unknown keys {unknown}; valid: {_SHAPES_HINT}"
+        if keys:  # only log
+            return f"{field} needs low and high, values or choices, but got only {sorted(keys)}"
+        return None
+    if len(meant) > 1:
+        mixed = sorted(keys & {k for sh in meant for k in sh[3]})
+        return f"{field} mixes the keys {mixed} of different shapes; use one of {_SHAPES_HINT}"
+    tag, what, allowed, required = meant[0]
+    unknown = sorted(keys - set(allowed))
+    if unknown:
+        return f"{field} has unknown keys {unknown}; {what} takes only {{{', '.join(allowed)}}}"
+    missing = [k for k in required if k not in keys]
+    if missing:
+        given = sorted(keys & set(required))
+        return (
+            f"{field} must have both {' and '.join(required)} (a range {{low, high, log}}), but "
+            f"got only {', '.join(given)}"
+        )
+    # Right keys: the errors of that member (a bad value type, high < low, ...).
+    own = [e for e in errors if len(e["loc"]) >= 4 and tag in str(e["loc"][3])]
+    for e in own:
+        if e["type"] not in ("extra_forbidden", "missing"):
+            return _format_error(e)
     return None
 
 

@@ -225,3 +225,59 @@ def test_cli_subprocess_no_traceback_no_ray(tmp_path: Path) -> None:
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     assert r.stderr.strip() == "autopipe: error: budget.max_trials must be >= 1, but got -1"
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        (
+            "{low: 1.0e-4}",
+            "space.sft.lr must have both low and high (a range {low, high, log}), but got only low",
+        ),
+        (
+            "{high: 1.0e-3, log: true}",
+            "space.sft.lr must have both low and high (a range {low, high, log}), but got only high",
+        ),
+        (
+            "{low: 1.0e-4, high: 1.0e-3, step: 2}",
+            "space.sft.lr has unknown keys ['step']; a range takes only {low, high, log}",
+        ),
+        (
+            "{values: [1.0e-4, 1.0e-3], step: 2}",
+            "space.sft.lr has unknown keys ['step']; a grid takes only {values, log}",
+        ),
+        (
+            "{choices: [1.0e-4, 1.0e-3], log: true}",
+            "space.sft.lr has unknown keys ['log']; a choice list takes only {choices}",
+        ),
+        (
+            "{low: 1.0e-4, values: [1.0e-3]}",
+            "space.sft.lr mixes the keys ['low', 'values'] of different shapes; use one of "
+            "{low, high, log} | {values, log} | {choices}",
+        ),
+        ("{log: true}", "space.sft.lr needs low and high, values or choices, but got only ['log']"),
+        (
+            "{lo: 1, hi: 2}",
+            "space.sft.lr has unknown keys ['hi', 'lo']; valid: {low, high, log} | {values, log} | "
+            "{choices}",
+        ),
+        ("{low: a, high: 1.0e-3}", "space.sft.lr.low input should be a valid number"),
+        ("{low: 1.0e-3, high: 1.0e-4}", "space.sft.lr high must be >= low (0.001), but got 0.0001"),
+    ],
+)
+def test_range_entry_errors_name_the_actual_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], entry: str, expected: str
+) -> None:
+    p = tmp_path / "r.yaml"
+    p.write_text(f"name: t\ndataset: {{task: sort}}\nspace: {{sft: {{lr: {entry}}}}}\n")
+    assert main(["validate", str(p)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert err.startswith(f"autopipe: error: {expected}"), err
+
+
+def test_rl_range_entry_missing_high() -> None:
+    with pytest.raises(SpecError, match=re.escape("space.rl.lr must have both low and high")):
+        parse_spec(
+            {"name": "t", "dataset": {"task": "sort"}, "space": {"rl": {"lr": {"low": 1e-5}}}}
+        )

@@ -34,6 +34,11 @@ def test_readers_do_not_create_a_store(tmp_path: Path) -> None:
     with pytest.raises(TrackingError, match=r"^mlflow:job: tracking URI .*: no MLflow store at "):
         read_mlflow_experiment("job", tracking_uri=f"sqlite:///{db}")
     assert not db.exists()
+    from autopipe.cli import main
+
+    # so does `autopipe best` (exit 2, one line from the CLI's error handler)
+    assert main(["best", "--job", "demo", "--tracking-uri", f"sqlite:///{db}"]) == 2
+    assert not db.exists()
 
 
 def test_cli_prints_one_line(tmp_path: Path) -> None:

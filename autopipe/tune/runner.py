@@ -195,6 +195,53 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Seconds `autopipe tune --address HOST:PORT` waits for a TCP connection before giving up
+# (ray.init itself retries an unreachable GCS for minutes).
+ADDRESS_PROBE_S = 5.0
+
+
+def check_address(address: str | None, timeout_s: float = ADDRESS_PROBE_S) -> None:
+    """Fail fast on ``--address HOST:PORT`` where nothing listens: one TCP connection attempt.
+
+    ``auto``, ``local`` and URIs (``ray://HOST:PORT``) are left to ``ray.init``.
+    """
+    import socket
+
+    if not address or address in ("auto", "local") or "://" in address:
+        return
+    if address.startswith("["):  # [IPv6]:PORT
+        host, sep, port = address[1:].partition("]:")
+        if not sep:
+            return
+    else:
+        host, _, port = address.rpartition(":")
+        if not host or ":" in host:
+            return  # no port, or a bare IPv6 address: Ray says what is wrong
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ClusterError(
+            f"--address {address}: the port must be a number in 1..65535, but got {port!r}"
+        )
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except socket.gaierror:
+        raise ClusterError(
+            f"--address {address}: no Ray cluster reachable (cannot resolve host {host!r})"
+        ) from None
+    except TimeoutError:
+        raise ClusterError(
+            f"--address {address}: no Ray cluster reachable (no answer in {timeout_s:g} s)"
+        ) from None
+    except ConnectionRefusedError:
+        raise ClusterError(
+            f"--address {address}: no Ray cluster reachable (connection refused)"
+        ) from None
+    except OSError as e:
+        raise ClusterError(
+            f"--address {address}: no Ray cluster reachable ({e.strerror or e})"
+        ) from None
+
+
 def check_resources(spec: JobSpec) -> None:
     """Reject trials that no node can host, before anything waits forever."""
     import ray
@@ -344,6 +391,11 @@ def run_job(
     killed, or Ctrl-C): same parent run, same Tune experiment; finished trials stay as they are,
     unfinished ones restart from their last checkpoint.
     """
+    t0 = time.time()
+    space = spec.to_space()
+    # Bad input is a one-line error before Ray or MLflow start (and before Ray is imported).
+    preflight(spec, space)
+    check_address(address)
 
     from ray import tune
 
@@ -355,8 +407,6 @@ def run_job(
     from autopipe.tune.resume import find_unfinished, load_trials, reopen_run, replay_result
     from autopipe.tune.searcher import JobSearcher
 
-    t0 = time.time()
-    space = spec.to_space()
     tracker = Tracker(spec.tracking.uri)
     tracker.check()
     exp_name = spec.tracking.experiment or spec.name
@@ -425,10 +475,11 @@ def run_job(
             from autopipe.predictor.proxy import make_proxy
 
             ledger.proxy_fn = make_proxy(transfer.predictor, transfer.prior, space, meta, spec.seed)
+        # The searcher and the storage folder before Ray: their errors are the user's input.
+        core = make_core(spec, space, meta, prior=transfer.prior)
+        storage = storage_path(spec)
         started = init_ray(spec, address)
         check_resources(spec)
-        storage = storage_path(spec)
-        core = make_core(spec, space, meta, prior=transfer.prior)
         searcher = JobSearcher(
             core,
             ledger,
@@ -605,6 +656,29 @@ def make_core(spec: JobSpec, space: Any, meta: dict[str, float], prior: Any = _U
     """
     import inspect
 
+    algo = spec.search.algorithm
+    factory = _checked_factory(spec)
+    params = inspect.signature(factory).parameters
+    opts: dict[str, Any] = {}
+    if "budget" in params:
+        opts["budget"] = spec.budget.max_trials
+    if algo == "autopipe":
+        prior = load_prior(spec) if prior is _UNSET else prior
+        if prior is None:
+            log.warning(
+                "search.algorithm autopipe without a prior (history.prior or "
+                "history.run_tables): plain GP-BO, no transfer"
+            )
+        opts.update(prior=prior, meta=meta)
+    opts.update(spec.search.options)
+    return factory(space, seed=spec.search.seed, **opts)
+
+
+def _checked_factory(spec: JobSpec) -> Any:
+    """The core factory of ``search.algorithm``, once ``search.options`` are known to be among
+    its keyword arguments."""
+    import inspect
+
     from autopipe.search import get_core_factory
 
     algo = spec.search.algorithm
@@ -621,19 +695,32 @@ def make_core(spec: JobSpec, space: Any, meta: dict[str, float], prior: Any = _U
         raise SpecError(
             f"search.options of {algo!r} must be among {allowed}, but got unknown {unknown}"
         )
-    opts: dict[str, Any] = {}
-    if "budget" in params:
-        opts["budget"] = spec.budget.max_trials
-    if algo == "autopipe":
-        prior = load_prior(spec) if prior is _UNSET else prior
-        if prior is None:
-            log.warning(
-                "search.algorithm autopipe without a prior (history.prior or "
-                "history.run_tables): plain GP-BO, no transfer"
-            )
-        opts.update(prior=prior, meta=meta)
-    opts.update(spec.search.options)
-    return factory(space, seed=spec.search.seed, **opts)
+    return factory
+
+
+# Searchers whose core is cheap to build without a prior, meta-features or torch: the checks
+# before a job starts build them (grid needs a finite space, design its configs, ...).
+CHEAP_CORES = ("random", "grid", "design")
+
+
+def check_search(spec: JobSpec, space: Any = None) -> None:
+    """The searcher checks a job can make before anything starts: ``search.options`` names, and
+    for the cheap cores (:data:`CHEAP_CORES`) the core itself built once (a grid over a
+    continuous space, a design without configs, a candidate outside the space). Model-based
+    cores need the prior: their option values are checked when the job builds them."""
+    space = spec.to_space() if space is None else space
+    _checked_factory(spec)
+    if spec.search.algorithm in CHEAP_CORES:
+        make_core(spec, space, {}, prior=None)
+
+
+def preflight(spec: JobSpec, space: Any = None) -> None:
+    """Every check of a job's input that needs neither Ray, MLflow nor a fitted model: the files
+    and folders the spec names, and the searcher (``autopipe validate`` runs exactly these)."""
+    from autopipe.spec import check_paths
+
+    check_paths(spec)
+    check_search(spec, space)
 
 
 def load_prior(spec: JobSpec) -> Any:

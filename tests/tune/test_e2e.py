@@ -81,3 +81,32 @@ def test_best_prints_the_winning_config(job, capsys: pytest.CaptureFixture[str])
     ]
     assert matching, "the best config is not a run in MLflow"
     assert main(["best", "--job", "no-such-job", "--tracking-uri", store]) == 2
+
+
+def test_job_where_every_trial_fails_exits_1_and_keeps_the_trials(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = write_spec(
+        tmp_path / "allfail.yaml",
+        "allfail",
+        store,
+        tmp_path / "ray",
+        budget={"max_trials": 1, "max_concurrent": 1},
+        space={
+            "sft": {"lr": 3.0e-3, "steps": 8, "batch_size": {"choices": [8, 16]}},
+            "rl": {"algorithm": "grpo", "lr": 5.0e-5, "num_generations": 4, "batch_size": 8,
+                   "steps": 1},
+        },
+    )  # fmt: skip
+    fault = {"AUTOPIPE_FAULT": "raise:sft.batch_size=8;raise:sft.batch_size=16"}
+    r = run_cli("tune", str(spec), "--quiet", env=fault)
+    # the job itself ran to its end (the summary is printed), but nothing it ran finished
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "failed 1" in r.stdout
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("autopipe: error: no trial finished: all 1 trials failed; see "), last
+    # the failed trial is in MLflow with its status
+    exp = MlflowClient(tracking_uri=store).get_experiment_by_name("allfail")
+    runs = MlflowClient(tracking_uri=store).search_runs(
+        [exp.experiment_id], filter_string=f"tags.`{M.TAG_ROLE}` = 'trial'"
+    )
+    assert [x.data.tags[M.TAG_STATUS] for x in runs] == [M.STATUS_FAILED]

@@ -1,0 +1,283 @@
+"""What `autopipe tune` checks before Ray or MLflow start, and what `autopipe validate` checks
+with it: files the spec names, the storage folder, the searcher, the Ray address. Each bad input
+is one line and exit code 2, with no Ray started; a job whose every trial failed exits 1."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autopipe import metrics as M
+from autopipe.cli import main
+from autopipe.errors import ClusterError
+from autopipe.spec import load_spec
+from autopipe.tune import runner
+from tests.tune.helpers import free_port
+
+BASE = {
+    "name": "s",
+    "dataset": {"task": "sort"},
+    "space": {"sft": {"lr": {"low": 1.0e-4, "high": 1.0e-3}, "steps": 20}},
+}
+
+
+def _write(d: Path, **sections: object) -> Path:
+    doc = {**BASE, **sections}
+    p = d / "job.yaml"
+    p.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return p
+
+
+def _cases(d: Path) -> list[tuple[dict, str]]:
+    """(spec sections, the exact one-line message) of inputs tune used to reject only after
+    Ray started (or not at all); paths resolve against the spec's folder ``d``."""
+    (d / "a_dir").mkdir(exist_ok=True)
+    (d / "a_file").write_text("x")
+    return [
+        ({"dataset": {"path": "nope.jsonl"}}, f"dataset.path '{d}/nope.jsonl' does not exist"),
+        (
+            {"dataset": {"path": "a_dir"}},
+            f"dataset.path '{d}/a_dir' must be a file (JSONL, parquet or PubMedQA JSON), but it "
+            "is a directory",
+        ),
+        (
+            {"model": {"name": "path", "path": "no/model"}},
+            f"model.path '{d}/no/model' does not exist",
+        ),
+        (
+            {"history": {"run_tables": ["no/table"]}},
+            f"history.run_tables[0] '{d}/no/table' does not exist",
+        ),
+        ({"history": {"prior": "no/prior"}}, f"history.prior '{d}/no/prior' does not exist"),
+        (
+            {"history": {"predictor": "a_file"}},
+            f"history.predictor '{d}/a_file' must be a folder, but it is a file",
+        ),
+        (
+            {"storage": "a_file"},
+            f"storage '{d}/a_file' must be a folder (or a URI such as s3://...), but it is a file",
+        ),
+        (
+            {"storage": "a_file/ray"},
+            f"storage '{d}/a_file/ray' cannot be created: '{d}/a_file' is a file",
+        ),
+        (
+            {"search": {"algorithm": "random", "options": {"warm": 1}}},
+            "search.options of 'random' must be among ['candidates'], but got unknown ['warm']",
+        ),
+        (
+            {"search": {"algorithm": "autopipe", "options": {"betta": 1}}},
+            "search.options of 'autopipe' must be among",
+        ),
+        (
+            {"search": {"algorithm": "grid"}},
+            "search.algorithm 'grid' needs a finite space (values/choices only), but the space "
+            "has a continuous range",
+        ),
+        (
+            {"search": {"algorithm": "design"}},
+            "search.options.configs must be a non-empty list of configurations for "
+            "search.algorithm 'design', but got None",
+        ),
+    ]
+
+
+N_CASES = 12
+
+
+@pytest.mark.parametrize("i", range(N_CASES))
+def test_validate_rejects_what_tune_rejects(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], i: int
+) -> None:
+    d = tmp_path.resolve()
+    sections, expected = _cases(d)[i]
+    p = _write(d, **sections)
+    assert main(["validate", str(p)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err, err
+    assert err.startswith(f"autopipe: error: {expected}"), err
+
+
+def test_tune_rejects_them_before_ray_and_mlflow(tmp_path: Path) -> None:
+    """The same specs under `autopipe tune`: exit 2 and the same line, Ray never imported, no
+    MLflow store created."""
+    d = tmp_path.resolve()
+    assert len(_cases(d)) == N_CASES
+    specs = []
+    for i in range(N_CASES):
+        sub = d / f"c{i}"
+        sub.mkdir()
+        sections, expected = _cases(sub)[i]
+        p = _write(sub, **sections, tracking={"uri": f"sqlite:///{sub / 'mlflow.db'}"})
+        specs.append((str(p), expected))
+    code = (
+        "import io, sys, json, contextlib\nfrom autopipe.cli import main\nout = []\n"
+        "for p in json.loads(sys.argv[1]):\n"
+        "    buf = io.StringIO()\n"
+        "    with contextlib.redirect_stderr(buf):\n"
+        "        rc = main(['tune', p])\n"
+        "    out.append([rc, buf.getvalue()])\n"
+        "assert 'ray' not in sys.modules, 'Ray was imported'\n"
+        "print(json.dumps(out))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, json.dumps([p for p, _ in specs])],
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = json.loads(r.stdout.strip().splitlines()[-1])
+    for (p, expected), (rc, err) in zip(specs, results, strict=True):
+        assert rc == 2, (p, err)
+        assert err.count("\n") == 1 and err.startswith(f"autopipe: error: {expected}"), err
+        assert not (Path(p).parent / "mlflow.db").exists()
+
+
+def test_a_good_spec_still_validates_without_side_effects(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "data.jsonl").write_text('{"prompt": "a", "answer": "b"}\n')
+    p = _write(
+        tmp_path,
+        dataset={"path": "data.jsonl"},
+        storage="not/yet/ray",
+        search={"algorithm": "random", "options": {"candidates": [{"sft.lr": 1e-4}]}},
+        space={"sft": {"lr": {"values": [1e-4, 1e-3]}, "steps": 20}, "rl": None},
+    )
+    assert main(["validate", str(p)]) == 0, capsys.readouterr().err
+    assert not (tmp_path / "not").exists()  # validate creates no storage folder
+
+
+def test_search_checks_run_before_ray_starts(tmp_path: Path, monkeypatch) -> None:
+    """run_job itself: a bad searcher is an error before init_ray and before any MLflow run."""
+
+    def no_ray(*a, **k):
+        raise AssertionError("init_ray was called")
+
+    monkeypatch.setattr(runner, "init_ray", no_ray)
+    store = tmp_path / "mlflow.db"
+    p = _write(tmp_path, search={"algorithm": "grid"}, tracking={"uri": f"sqlite:///{store}"})
+    with pytest.raises(Exception, match=r"^search.algorithm 'grid' needs a finite space"):
+        runner.run_job(load_spec(p))
+    assert not store.exists()
+
+
+# ----------------------------------------------------------------------------------- --address
+def test_unreachable_address_fails_fast_in_one_line(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    p = _write(tmp_path, tracking={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    code = (
+        "import sys\nfrom autopipe.cli import main\n"
+        "rc = main(['tune', sys.argv[1], '--address', sys.argv[2]])\n"
+        "assert 'ray' not in sys.modules, 'Ray was imported'\nsys.exit(rc)\n"
+    )
+    t0 = time.time()
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(p), f"127.0.0.1:{port}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert r.stderr.strip() == (
+        f"autopipe: error: --address 127.0.0.1:{port}: no Ray cluster reachable "
+        "(connection refused)"
+    )
+    assert time.time() - t0 < 60
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_address_probe_only_for_host_port(monkeypatch) -> None:
+    import socket
+
+    def no_connect(*a, **k):
+        raise AssertionError("probed")
+
+    monkeypatch.setattr(socket, "create_connection", no_connect)
+    for addr in (None, "", "auto", "local", "ray://127.0.0.1:1", "http://127.0.0.1:1"):
+        runner.check_address(addr)  # left to ray.init as before
+    with pytest.raises(
+        ClusterError,
+        match=re.escape("--address 127.0.0.1:abc: the port must be a number in 1..65535"),
+    ):
+        runner.check_address("127.0.0.1:abc")
+
+
+def test_address_probe_timeout_is_one_line(monkeypatch) -> None:
+    import socket
+
+    def slow(*a, **k):
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(socket, "create_connection", slow)
+    with pytest.raises(
+        ClusterError,
+        match=r"^--address 10.0.0.9:6379: no Ray cluster reachable \(no answer in 5 s\)$",
+    ):
+        runner.check_address("10.0.0.9:6379")
+
+
+def test_reachable_address_passes() -> None:
+    import socket
+
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        runner.check_address(f"127.0.0.1:{srv.getsockname()[1]}")
+
+
+# ------------------------------------------------------------------------- no trial finished
+def _result(statuses: dict[str, str], interrupted: bool = False) -> runner.JobResult:
+    return runner.JobResult(
+        "s",
+        "1",
+        "abc123",
+        "sqlite:///m.db",
+        None,
+        None,
+        None,
+        statuses=statuses,
+        interrupted=interrupted,
+        experiment_path="/tmp/ray/s-1",
+    )
+
+
+@pytest.mark.parametrize(
+    ("statuses", "interrupted", "rc"),
+    [
+        ({"a": M.STATUS_FAILED, "b": M.STATUS_FAILED}, False, 1),
+        ({}, False, 1),
+        ({"a": M.STATUS_FAILED, "b": M.STATUS_COMPLETED}, False, 0),
+        ({"a": M.STATUS_FAILED, "b": M.STATUS_EARLY_STOPPED}, False, 0),
+        ({"a": M.STATUS_FAILED, "b": M.STATUS_KILLED}, True, 130),
+    ],
+)
+def test_a_job_where_no_trial_finished_exits_1(
+    tmp_path: Path,
+    monkeypatch,
+    capsys: pytest.CaptureFixture[str],
+    statuses: dict[str, str],
+    interrupted: bool,
+    rc: int,
+) -> None:
+    monkeypatch.setattr(runner, "run_job", lambda *a, **k: _result(statuses, interrupted))
+    p = _write(tmp_path)
+    assert main(["tune", str(p), "--quiet"]) == rc
+    err = capsys.readouterr().err.strip()
+    if rc != 1:
+        assert "no trial finished" not in err
+        return
+    what = "all 2 trials failed" if statuses else "no trial ran"
+    assert err == (
+        f"autopipe: error: no trial finished: {what}; see the autopipe.failure tag of each trial "
+        "run under MLflow run abc123 (sqlite:///m.db) and the trials' error.txt in the Ray "
+        "results folder /tmp/ray/s-1"
+    )
