@@ -70,6 +70,10 @@ def _upload(spec: JobSpec, path: str, field: str, staging: Path, dest: str) -> s
     return rel
 
 
+# Seconds `submit` keeps retrying while the cluster says its job agent is not up yet.
+AGENT_WAIT_S = 60.0
+
+
 def entrypoint() -> str:
     return f"python -m autopipe tune {STAGED_SPEC} --address auto"
 
@@ -95,14 +99,24 @@ def submit(
     env_vars: dict[str, Any] = {**WORKER_ENV, **(env or {})}
     with tempfile.TemporaryDirectory(prefix="autopipe-submit-") as d:
         stage(spec, Path(d))
-        try:
-            job_id = client.submit_job(
-                entrypoint=entrypoint(),
-                runtime_env={"working_dir": d, "env_vars": env_vars},
-                metadata={"autopipe.job": spec.name, "autopipe.spec": Path(spec_path).name},
-            )
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise ClusterError(f"submitting {spec_path} to {address} failed: {_first(e)}") from None
+        give_up = time.time() + AGENT_WAIT_S
+        while True:
+            try:
+                job_id = client.submit_job(
+                    entrypoint=entrypoint(),
+                    runtime_env={"working_dir": d, "env_vars": env_vars},
+                    metadata={"autopipe.job": spec.name, "autopipe.spec": Path(spec_path).name},
+                )
+                break
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                # A cluster that has just started answers 500 "No available agent to submit
+                # job, please try again later" until its job agent is up: wait for it.
+                if "try again later" in str(e) and time.time() < give_up:
+                    time.sleep(2.0)
+                    continue
+                raise ClusterError(
+                    f"submitting {spec_path} to {address} failed: {_first(e)}"
+                ) from None
     print(f"submitted job {spec.name!r} as Ray job {job_id}")
     print(f"  follow:  ray job logs --follow --address {address} {job_id}")
     print(f"  status:  ray job status --address {address} {job_id}")

@@ -43,6 +43,17 @@ def ray_head(tmp_path: Path):
         "true",
         "--num-cpus",
         "2",
+        # every other port free too: another Ray on this machine (a job, the corpus generation)
+        # holds the defaults, and a head whose job agent cannot bind answers every submission
+        # with 500 "No available agent to submit job"
+        "--dashboard-agent-listen-port",
+        str(free_port()),
+        "--dashboard-agent-grpc-port",
+        str(free_port()),
+        "--runtime-env-agent-port",
+        str(free_port()),
+        "--metrics-export-port",
+        str(free_port()),
         "--disable-usage-stats",
         "--temp-dir",
         temp,
