@@ -49,6 +49,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         from autopipe.tune.runner import local_ray_env
 
         local_ray_env()  # before Ray is imported
+    from collections import Counter
+
+    from autopipe import metrics as M
     from autopipe.tune.runner import format_summary, run_job
 
     res = run_job(spec, address=args.address, verbose=0 if args.quiet else 1, resume=args.resume)
@@ -57,7 +60,17 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return 130
     if no_trial_finished(res):
         n = len(res.statuses)
-        what = f"all {n} trials failed" if n else "no trial ran"
+        counts = Counter(res.statuses.values())
+        if not n:
+            what = "no trial ran"
+        elif counts.get(M.STATUS_FAILED, 0) == n:
+            what = f"all {n} trials failed"
+        else:
+            what = (
+                "none at full fidelity with a score ("
+                + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+                + ")"
+            )
         where = (
             f"the autopipe.failure tag of each trial run under MLflow run {res.parent_run_id} "
             f"({res.tracking_uri})"
@@ -70,11 +83,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def no_trial_finished(res: object) -> bool:
-    """A job that ended by itself without any trial finishing (each one failed)."""
-    from autopipe import metrics as M
-
-    statuses = getattr(res, "statuses", {}) or {}
-    return not any(v in (M.STATUS_COMPLETED, M.STATUS_EARLY_STOPPED) for v in statuses.values())
+    """A job that ended by itself with no result: no trial finished at full fidelity with a
+    score (every trial failed, or only early-stopped ones did and the promoted run failed)."""
+    return getattr(res, "best_config", None) is None
 
 
 def cmd_best(args: argparse.Namespace) -> int:

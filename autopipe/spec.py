@@ -332,14 +332,28 @@ class JobSpec(_Strict):
 DATASET_SUFFIXES = {".jsonl": "jsonl", ".parquet": "parquet", ".json": "pubmedqa"}
 
 
-def check_paths(spec: JobSpec) -> None:
+def check_paths(spec: JobSpec, local: bool = True) -> None:
     """Check the local files and folders a spec names, as the job's driver will read them:
     ``dataset.path``, ``model.path``, ``history.run_tables`` / ``prior`` / ``predictor`` and a
-    local ``storage``. Reads and creates nothing; raises :class:`SpecError` (one line).
+    local ``storage``. Reads and creates nothing; raises :class:`SpecError` (one line), also for
+    a path the OS cannot even look up (too long, no permission on a parent).
+
+    ``local=False`` (a job driven on an existing cluster, ``--address``): ``model.path`` and
+    ``storage`` are the worker nodes' business and may exist only there; they are not checked.
 
     Not part of :func:`parse_spec`: ``autopipe submit`` validates specs whose model and storage
     paths exist only on the cluster. ``autopipe validate`` and ``autopipe tune`` call it.
     """
+    try:
+        _check_paths(spec, local)
+    except OSError as e:
+        raise SpecError(
+            f"a path the spec names cannot be looked up: {e.strerror or e} "
+            f"({str(e.filename)[:120]!r})"
+        ) from None
+
+
+def _check_paths(spec: JobSpec, local: bool) -> None:
     ds = spec.dataset
     if ds.path is not None:
         # resolved as autopipe.tasks.load_dataset does (``~``, relative to the spec's folder)
@@ -358,7 +372,7 @@ def check_paths(spec: JobSpec) -> None:
                 f"dataset.format must be jsonl, parquet or pubmedqa (cannot tell from the suffix "
                 f"{p.suffix.lower()!r} of dataset.path), but got none"
             )
-    if spec.model.path:
+    if spec.model.path and local:
         # resolved as the trial workers get it (runner.trial_settings -> models.build_model)
         p = spec.resolve(spec.model.path)
         if not p.exists():
@@ -379,7 +393,7 @@ def check_paths(spec: JobSpec) -> None:
             raise SpecError(f"{where} {str(p)!r} does not exist")
         if not p.is_dir():
             raise SpecError(f"{where} {str(p)!r} must be a folder, but it is a file")
-    if spec.storage and "://" not in spec.storage:
+    if local and spec.storage and "://" not in spec.storage:
         check_storage(spec.resolve(spec.storage))
 
 

@@ -68,12 +68,16 @@ def _is_local(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
-def open_client(uri: str | None, must_exist: bool = False) -> Any:
+def open_client(uri: str | None, must_exist: bool = False, fail_fast: bool = True) -> Any:
     """An ``MlflowClient`` for ``uri`` (resolved as :func:`resolve_uri`), with the fail-fast HTTP
     defaults for a remote store (a user's own MLFLOW_HTTP_* settings win). A store that cannot be
     opened (an unknown scheme, a file that is not a database, a plain folder) is a one-line
     :class:`TrackingError` naming the URI. With ``must_exist`` (readers), a local SQLite store
-    must already exist: MLflow would otherwise create an empty database there."""
+    must already exist: MLflow would otherwise create an empty database there.
+
+    ``fail_fast=False`` (readers, which have no retry of their own): MLflow keeps its own HTTP
+    retries, and a remote store is probed once (``/health``, 10 s) so that an unreachable one is
+    still a quick error rather than minutes of retries."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     uri = resolve_uri(uri)
     if must_exist and uri.startswith("sqlite:///"):
@@ -84,8 +88,11 @@ def open_client(uri: str | None, must_exist: bool = False) -> Any:
                 "wrote (autopipe tune prints its tracking URI)"
             )
     if uri.startswith(("http://", "https://")):
-        for key, value in HTTP_DEFAULTS.items():
-            os.environ.setdefault(key, value)
+        if fail_fast:
+            for key, value in HTTP_DEFAULTS.items():
+                os.environ.setdefault(key, value)
+        else:
+            _probe_http(uri)
     from mlflow.tracking import MlflowClient
 
     try:
@@ -94,6 +101,20 @@ def open_client(uri: str | None, must_exist: bool = False) -> Any:
         raise TrackingError(
             f"tracking URI {uri!r}: cannot open the MLflow store ({_first_line(e)[:160]}); "
             "expected sqlite:///PATH.db or http(s)://HOST:PORT"
+        ) from None
+
+
+def _probe_http(uri: str, timeout_s: float = 10.0) -> None:
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return  # something answers (a proxy, an auth wall): MLflow's own calls will say more
+    except (OSError, ValueError) as e:
+        raise TrackingError(
+            f"tracking URI {uri!r} cannot be reached: {getattr(e, 'reason', None) or e}"
         ) from None
 
 

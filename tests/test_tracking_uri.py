@@ -49,3 +49,22 @@ def test_cli_prints_one_line(tmp_path: Path) -> None:
     assert r.returncode == 2, r.stderr
     # one line, no traceback, naming the URI
     assert len(err) == 1 and err[0].startswith("autopipe: error: tracking URI 'sqlite:///"), err
+
+
+def test_history_reader_over_http(tmp_path: Path) -> None:
+    from tests.tune.helpers import free_port, start_mlflow_server, stop_mlflow_server
+
+    # nothing listening: the reader's probe fails at once instead of MLflow retrying for minutes
+    closed = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(TrackingError, match=r"^mlflow:job: tracking URI .* cannot be reached"):
+        read_mlflow_experiment("job", tracking_uri=closed)
+    port = free_port()
+    proc = start_mlflow_server(port, tmp_path)
+    try:
+        # a live server passes the probe and answers through MLflow's client
+        with pytest.raises(
+            TrackingError, match=r"^mlflow:job: no MLflow experiment named 'job' at http://"
+        ):
+            read_mlflow_experiment("job", tracking_uri=f"http://127.0.0.1:{port}")
+    finally:
+        stop_mlflow_server(proc)

@@ -30,12 +30,12 @@ _PAGE = 1000
 
 def read_mlflow_experiment(experiment: str, tracking_uri: str | None = None) -> History:
     """Read experiment ``experiment`` (the job name) from the tracking store ``tracking_uri``
-    (default: MLflow's own default) into a History: task = group = dataset id, seed from the
+    (default: the store ``autopipe tune`` writes to, :func:`autopipe.tracking.resolve_uri`) into a History: task = group = dataset id, seed from the
     ``seed`` param (else 0), ``y`` = the ``objective`` metric (NaN for failed trials), ``cost`` =
     ``cost_s``, curves from the ``fraction`` series joined on step with the curve signals."""
     where = f"{MLFLOW_SCHEME}{experiment}"
     try:
-        client = open_client(tracking_uri, must_exist=True)
+        client = open_client(tracking_uri, must_exist=True, fail_fast=False)
         exp = client.get_experiment_by_name(experiment)
     except TrackingError as e:
         raise TrackingError(f"{where}: {e}") from None
@@ -47,13 +47,26 @@ def read_mlflow_experiment(experiment: str, tracking_uri: str | None = None) -> 
         raise TrackingError(
             f"{where}: no MLflow experiment named {experiment!r} at {client.tracking_uri}"
         )
-    jobs = _search(client, exp.experiment_id, f"tags.`{M.TAG_ROLE}` = 'job'")
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _read_experiment(client, exp.experiment_id, experiment, where, tracking_uri)
+    except MlflowException as e:  # a page, a metric history or an artifact the store refused
+        raise TrackingError(
+            f"{where}: reading the tracking store failed ({_first_line(e)})"
+        ) from None
+
+
+def _read_experiment(
+    client: Any, experiment_id: str, experiment: str, where: str, tracking_uri: str | None
+) -> History:
+    jobs = _search(client, experiment_id, f"tags.`{M.TAG_ROLE}` = 'job'")
     if not jobs:
         raise DataError(
             f"{where}: no parent run with tag {M.TAG_ROLE}=job; was it written by autopipe tune?"
         )
     space, job_meta = _read_jobs(client, jobs, where, tracking_uri)
-    trials = _search(client, exp.experiment_id, f"tags.`{M.TAG_ROLE}` = 'trial'")
+    trials = _search(client, experiment_id, f"tags.`{M.TAG_ROLE}` = 'trial'")
     job_dataset = {r.info.run_id: r.data.tags.get(M.TAG_DATASET) for r in jobs}
 
     rows: list[dict[str, Any]] = []

@@ -394,7 +394,7 @@ def run_job(
     t0 = time.time()
     space = spec.to_space()
     # Bad input is a one-line error before Ray or MLflow start (and before Ray is imported).
-    preflight(spec, space)
+    preflight(spec, space, address)
     check_address(address)
 
     from ray import tune
@@ -714,12 +714,14 @@ def check_search(spec: JobSpec, space: Any = None) -> None:
         make_core(spec, space, {}, prior=None)
 
 
-def preflight(spec: JobSpec, space: Any = None) -> None:
+def preflight(spec: JobSpec, space: Any = None, address: str | None = None) -> None:
     """Every check of a job's input that needs neither Ray, MLflow nor a fitted model: the files
-    and folders the spec names, and the searcher (``autopipe validate`` runs exactly these)."""
+    and folders the spec names, and the searcher (``autopipe validate`` runs exactly these).
+    With an ``address`` (an existing cluster) the model and storage paths are left to the
+    cluster's nodes."""
     from autopipe.spec import check_paths
 
-    check_paths(spec)
+    check_paths(spec, local=address is None)
     check_search(spec, space)
 
 

@@ -16,7 +16,7 @@ import yaml
 
 from autopipe import metrics as M
 from autopipe.cli import main
-from autopipe.errors import ClusterError
+from autopipe.errors import ClusterError, SpaceError, SpecError
 from autopipe.spec import load_spec
 from autopipe.tune import runner
 from tests.tune.helpers import free_port
@@ -156,6 +156,29 @@ def test_a_good_spec_still_validates_without_side_effects(
     assert not (tmp_path / "not").exists()  # validate creates no storage folder
 
 
+def test_cluster_jobs_leave_model_and_storage_paths_to_the_nodes(tmp_path: Path) -> None:
+    from autopipe.spec import check_paths
+
+    (tmp_path / "a_file").write_text("x")
+    p = _write(
+        tmp_path, model={"name": "path", "path": "/models/only-on-workers"}, storage="a_file"
+    )
+    spec = load_spec(p)
+    # embedded Ray: both are this machine's paths
+    with pytest.raises(SpecError, match=r"^model.path '/models/only-on-workers' does not exist"):
+        check_paths(spec)
+    # --address (Ray Client, a submitted job): the cluster's nodes read them, not this driver
+    check_paths(spec, local=False)
+    runner.preflight(spec, address="ray://head:10001")
+
+
+def test_a_path_the_os_cannot_look_up_is_one_line(tmp_path: Path) -> None:
+    p = _write(tmp_path, dataset={"path": "x" * 300 + ".jsonl"})
+    # ENAMETOOLONG from the OS, not a traceback
+    with pytest.raises(SpecError, match=r"^a path the spec names cannot be looked up: File name"):
+        runner.preflight(load_spec(p))
+
+
 def test_search_checks_run_before_ray_starts(tmp_path: Path, monkeypatch) -> None:
     """run_job itself: a bad searcher is an error before init_ray and before any MLflow run."""
 
@@ -165,7 +188,7 @@ def test_search_checks_run_before_ray_starts(tmp_path: Path, monkeypatch) -> Non
     monkeypatch.setattr(runner, "init_ray", no_ray)
     store = tmp_path / "mlflow.db"
     p = _write(tmp_path, search={"algorithm": "grid"}, tracking={"uri": f"sqlite:///{store}"})
-    with pytest.raises(Exception, match=r"^search.algorithm 'grid' needs a finite space"):
+    with pytest.raises(SpaceError, match=r"^search.algorithm .grid. needs a finite space"):
         runner.run_job(load_spec(p))
     assert not store.exists()
 
@@ -235,49 +258,63 @@ def test_reachable_address_passes() -> None:
 
 
 # ------------------------------------------------------------------------- no trial finished
-def _result(statuses: dict[str, str], interrupted: bool = False) -> runner.JobResult:
+def _result(
+    statuses: dict[str, str], best: dict | None, interrupted: bool = False
+) -> runner.JobResult:
     return runner.JobResult(
         "s",
         "1",
         "abc123",
         "sqlite:///m.db",
-        None,
-        None,
-        None,
+        best,
+        None if best is None else 0.5,
+        None if best is None else "a",
         statuses=statuses,
         interrupted=interrupted,
         experiment_path="/tmp/ray/s-1",
     )
 
 
+FAILED, DONE, EARLY = M.STATUS_FAILED, M.STATUS_COMPLETED, M.STATUS_EARLY_STOPPED
+SEE = (
+    "see the autopipe.failure tag of each trial run under MLflow run abc123 (sqlite:///m.db) "
+    "and the trials' error.txt in the Ray results folder /tmp/ray/s-1"
+)
+
+
 @pytest.mark.parametrize(
-    ("statuses", "interrupted", "rc"),
+    ("statuses", "best", "interrupted", "rc", "what"),
     [
-        ({"a": M.STATUS_FAILED, "b": M.STATUS_FAILED}, False, 1),
-        ({}, False, 1),
-        ({"a": M.STATUS_FAILED, "b": M.STATUS_COMPLETED}, False, 0),
-        ({"a": M.STATUS_FAILED, "b": M.STATUS_EARLY_STOPPED}, False, 0),
-        ({"a": M.STATUS_FAILED, "b": M.STATUS_KILLED}, True, 130),
+        ({"a": FAILED, "b": FAILED}, None, False, 1, "all 2 trials failed"),
+        ({}, None, False, 1, "no trial ran"),
+        ({"a": FAILED, "b": DONE}, {"x": 1}, False, 0, None),
+        # early-stopped trials, and the promoted full run of the best of them failed: no result
+        (
+            {"a": EARLY, "b": EARLY, "c": FAILED},
+            None,
+            False,
+            1,
+            "none at full fidelity with a score (early-stopped 2, failed 1)",
+        ),
+        ({"a": EARLY, "b": DONE}, {"x": 1}, False, 0, None),
+        ({"a": FAILED, "b": M.STATUS_KILLED}, None, True, 130, None),
     ],
 )
-def test_a_job_where_no_trial_finished_exits_1(
+def test_a_job_without_a_result_exits_1(
     tmp_path: Path,
     monkeypatch,
     capsys: pytest.CaptureFixture[str],
     statuses: dict[str, str],
+    best: dict | None,
     interrupted: bool,
     rc: int,
+    what: str | None,
 ) -> None:
-    monkeypatch.setattr(runner, "run_job", lambda *a, **k: _result(statuses, interrupted))
+    monkeypatch.setattr(runner, "run_job", lambda *a, **k: _result(statuses, best, interrupted))
     p = _write(tmp_path)
     assert main(["tune", str(p), "--quiet"]) == rc
     err = capsys.readouterr().err.strip()
-    if rc != 1:
+    if what is None:
         assert "no trial finished" not in err
         return
-    what = "all 2 trials failed" if statuses else "no trial ran"
-    assert err == (
-        f"autopipe: error: no trial finished: {what}; see the autopipe.failure tag of each trial "
-        "run under MLflow run abc123 (sqlite:///m.db) and the trials' error.txt in the Ray "
-        "results folder /tmp/ray/s-1"
-    )
+    assert err == f"autopipe: error: no trial finished: {what}; {SEE}"
