@@ -42,6 +42,13 @@ ACCURACY_AFTER_SFT = "accuracy_after_sft"  # sampled exact match right after SFT
 
 EVAL_METRICS: tuple[str, ...] = (ACCURACY, ACCURACY_GREEDY, PASS_AT_K, ACCURACY_AFTER_SFT)
 
+# ---------------------------------------------------------------- resources (rank 0's worker)
+SFT_S = "sft_s"  # wall seconds inside the SFT trainer (this run's part, not a resumed prefix)
+RL_S = "rl_s"  # wall seconds inside the RL trainer
+GPU_MEM_PEAK_MB = "gpu_mem_peak_mb"  # peak CUDA memory allocated since the trial started (GPU only)
+
+RESOURCE_METRICS: tuple[str, ...] = (SFT_S, RL_S, GPU_MEM_PEAK_MB)
+
 # ---------------------------------------------------------------- trial outcome
 COST_S = "cost_s"  # trial-seconds spent (wall seconds x workers)
 FAILED = "failed"  # 1.0 in the last report of a trial that failed inside its worker

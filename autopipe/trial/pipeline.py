@@ -83,6 +83,9 @@ class TrialSettings:
     reward_format_weight: float = 0.1
     rewards: list[tuple[str, float]] | None = None  # (name, weight) of autopipe.rewards
     deepspeed: int | None = None
+    # "cuda": the trial was given GPUs; "cpu": it was not (a CPU trial on a GPU machine must not
+    # put tensors on a GPU its gloo process group cannot reduce); "auto": CUDA when present
+    device: str = "auto"
     threads: int | None = None
     seed: int = 0
     reports_per_stage: int = 10
@@ -96,6 +99,21 @@ class TrialOutcome:
     objective: float
     metrics: dict[str, Any] = field(default_factory=dict)
     failure: str | None = None
+
+
+def use_cuda(settings: TrialSettings) -> bool:
+    """Whether this trial trains on CUDA (see ``TrialSettings.device``)."""
+    import torch
+
+    if settings.device == "cpu":
+        return False
+    available = torch.cuda.is_available()
+    if settings.device == "cuda" and not available:
+        raise TrialError(
+            "the trial was given GPUs (resources.gpus_per_worker > 0) but its worker sees no "
+            "CUDA device"
+        )
+    return available
 
 
 def _sft_steps(cfg: dict[str, Any], n_train: int, world: int) -> int:
@@ -114,8 +132,11 @@ def plan_steps(cfg: dict[str, Any], n_train: int, world: int = 1) -> tuple[int, 
 class _Progress:
     """Shared by the trainer callbacks: turns TRL logs into reports with fractions."""
 
-    def __init__(self, report: Reporter, total_steps: int, t0: float, world: int) -> None:
+    def __init__(
+        self, report: Reporter, total_steps: int, t0: float, world: int, cuda: bool = False
+    ) -> None:
         self.report = report
+        self.cuda = cuda
         self.total = max(1, total_steps)
         self.t0 = t0
         self.world = world
@@ -124,6 +145,7 @@ class _Progress:
         self.last: dict[str, float] = {}
         self.objective = float("nan")
         self.fault: str | None = None
+        self.stage_s: dict[str, float] = {}
 
     def base(self, step: int) -> dict[str, Any]:
         g = self.offset + step
@@ -135,6 +157,15 @@ class _Progress:
             M.COST_S: (time.time() - self.t0) * self.world,
             M.OBJECTIVE: self.objective,
         }
+
+    def resources(self) -> dict[str, float]:
+        """Stage wall times so far and, on a GPU, the peak memory allocated since the start."""
+        import torch
+
+        out = dict(self.stage_s)
+        if self.cuda:
+            out[M.GPU_MEM_PEAK_MB] = torch.cuda.max_memory_allocated() / 2**20
+        return out
 
     def on_log(self, logs: dict[str, Any], step: int) -> None:
         out = self.base(step)
@@ -172,14 +203,53 @@ def _train(trainer: Any) -> Any:  # RL trainers
 
     trainer.remove_callback(PrinterCallback)
     trainer.train()
-    return trainer.accelerator.unwrap_model(trainer.model)
+    return trained_model(trainer)
+
+
+def _timed_rl(progress: _Progress, trainer: Any) -> Any:
+    t = time.time()
+    model = _train(trainer)
+    progress.stage_s[M.RL_S] = time.time() - t
+    return model
+
+
+def _is_zero3(model: Any) -> bool:
+    return any(hasattr(p, "ds_id") for p in model.parameters())
+
+
+def trained_model(trainer: Any) -> Any:
+    """The trainer's model as a plain module with every weight in place.
+
+    Under DeepSpeed ZeRO-3 the unwrapped model's parameters are partitioned (each holds an
+    empty tensor; DeepSpeed's hooks gather them per forward), so saving or evaluating it would
+    see no weights. Every rank gathers the full weights and copies them into a fresh model on
+    the same device, outside ZeRO-3's construction hook, and the DeepSpeed engine is let go.
+    """
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if not _is_zero3(model):
+        return model
+    import deepspeed
+    from transformers import AutoModelForCausalLM
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    device = trainer.args.device
+    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+        state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    config = model.config
+    unset_hf_deepspeed_config()  # else from_config would partition the fresh model again
+    trainer.accelerator.free_memory()
+    fresh = AutoModelForCausalLM.from_config(config, dtype=next(iter(state.values())).dtype)
+    fresh.load_state_dict(state, strict=True)
+    fresh.tie_weights()
+    if getattr(model, "generation_config", None) is not None:
+        fresh.generation_config = model.generation_config
+    return fresh.to(device)
 
 
 def _common_args(
     settings: TrialSettings, out_dir: str, steps: int, lr: float, batch: int, seed: int
 ) -> dict[str, Any]:
-    import torch
-
+    cuda = use_cuda(settings)
     every = max(1, steps // max(1, settings.reports_per_stage))
     args: dict[str, Any] = dict(
         output_dir=out_dir,
@@ -189,18 +259,22 @@ def _common_args(
         logging_steps=every,
         save_strategy="no",
         report_to=[],
-        bf16=settings.dtype == "bfloat16" and torch.cuda.is_available(),
+        bf16=settings.dtype == "bfloat16" and cuda,
         fp16=False,
         gradient_checkpointing=False,
         seed=seed,
         data_seed=seed,
         disable_tqdm=True,
         dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=not cuda,
         ddp_find_unused_parameters=False,
     )
-    if settings.deepspeed and torch.cuda.is_available():
+    if settings.deepspeed:
         args["deepspeed"] = deepspeed_config(settings.deepspeed)
+    else:
+        # accelerate leaves this set after a DeepSpeed trainer; a later trial in the same
+        # process would silently run under DeepSpeed too
+        os.environ.pop("ACCELERATE_USE_DEEPSPEED", None)
     return args
 
 
@@ -215,7 +289,14 @@ def deepspeed_config(stage: int) -> dict[str, Any]:
     }
     if stage == 3:
         cfg["zero_optimization"].update(
-            {"stage3_gather_16bit_weights_on_model_save": True, "reduce_bucket_size": "auto"}
+            {
+                "stage3_gather_16bit_weights_on_model_save": True,
+                "reduce_bucket_size": "auto",
+                # HF fills these from the model's hidden size (10 h and 0.9 h^2): only norms and
+                # biases stay whole on every rank, the weight matrices are partitioned
+                "stage3_param_persistence_threshold": "auto",
+                "stage3_prefetch_bucket_size": "auto",
+            }
         )
     return cfg
 
@@ -397,7 +478,9 @@ def run_sft(
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)
+    t = time.time()
     trainer.train(resume_from_checkpoint=resume_from)
+    progress.stage_s[M.SFT_S] = time.time() - t
     checkpoint = None
     if trainer.state.global_step < steps:
         checkpoint = os.path.join(out_dir, f"checkpoint-{trainer.state.global_step}")
@@ -405,7 +488,7 @@ def run_sft(
             raise TrialError(
                 f"SFT stopped at step {trainer.state.global_step} without a checkpoint"
             )
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    model = trained_model(trainer)
     if lora_rank > 0:
         model = model.merge_and_unload()
     del trainer
@@ -460,7 +543,7 @@ def run_grpo(
         processing_class=tokenizer,
         callbacks=[_callback(progress)],
     )
-    model = _train(trainer)
+    model = _timed_rl(progress, trainer)
     del trainer
     return model
 
@@ -507,7 +590,7 @@ def run_dpo(
         processing_class=tokenizer,
         callbacks=[_callback(progress)],
     )
-    model = _train(trainer)
+    model = _timed_rl(progress, trainer)
     del trainer
     return model
 
@@ -517,20 +600,18 @@ def _save(model: Any, tokenizer: Any, path: str) -> str:
     and workers on other nodes cannot read rank 0's disk. Only rank 0's copy is reported.
 
     ``save_pretrained`` writes on rank 0 only when torch.distributed is up (transformers 5), so
-    the other ranks write the same files themselves.
+    the other ranks lift that check for this call: every rank then writes the same files, with
+    the same tensor names (a ZeRO-3 load reads the names on every rank and the values on rank 0
+    only; different names on two ranks desynchronise its collectives).
     """
     rank, _ = _dist()
-    if rank == 0:
+    if rank != 0:
+        model.should_save_on_this_rank = lambda is_main_process: True
+    try:
         model.save_pretrained(path, safe_serialization=True)
-    else:
-        from safetensors.torch import save_model
-
-        os.makedirs(path, exist_ok=True)
-        model.config.architectures = [type(model).__name__]  # as save_pretrained records it
-        model.config.save_pretrained(path)
-        if getattr(model, "generation_config", None) is not None:
-            model.generation_config.save_pretrained(path)
-        save_model(model, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    finally:
+        if rank != 0:
+            del model.should_save_on_this_rank
     tokenizer.save_pretrained(path)
     _barrier()
     return path
@@ -613,11 +694,14 @@ def run_trial(
     from autopipe.models import build_model
 
     t0 = time.time()
+    cuda = use_cuda(settings)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     rank, world = _dist()
     owns_dir = work_dir is None
     work = work_dir or tempfile.mkdtemp(prefix="autopipe-trial-")
     sft_steps, rl_steps = plan_steps(cfg, len(data.train), world)
-    progress = _Progress(report, sft_steps + rl_steps, t0, world)
+    progress = _Progress(report, sft_steps + rl_steps, t0, world, cuda)
     algo = cfg.get("rl.algorithm")
     stop_step = (
         None if resume_from else early_stop_step(sft_steps, rl_steps, settings.early_stop_fraction)
@@ -646,9 +730,11 @@ def run_trial(
                 model = AutoModelForCausalLM.from_pretrained(
                     resume_from, dtype=getattr(torch, settings.dtype)
                 )
+                if cuda:
+                    model = model.to(f"cuda:{torch.cuda.current_device()}")
                 sft_checkpoint = None
             else:
-                if torch.cuda.is_available():
+                if cuda:
                     model = model.to(f"cuda:{torch.cuda.current_device()}")
                 model, sft_checkpoint = run_sft(
                     model,
@@ -665,6 +751,7 @@ def run_trial(
             if sft_checkpoint is not None:  # stopped inside SFT: no evaluation, a resumable state
                 out = progress.base(stop_step or 0)
                 out.update({M.STAGE: "sft", M.EARLY_STOPPED: 1.0, M.OBJECTIVE: float("nan")})
+                out.update(progress.resources())
                 report(out, sft_checkpoint)
                 return TrialOutcome(M.STATUS_EARLY_STOPPED, float("nan"), out)
             progress.offset = sft_steps
@@ -673,6 +760,7 @@ def run_trial(
             sft_dir = _save(model, tokenizer, os.path.join(work, "sft_model"))
             boundary = progress.base(0)
             boundary.update({M.STAGE: "sft", M.ACCURACY_AFTER_SFT: ev[M.ACCURACY], **ev})
+            boundary.update(progress.resources())
             after_sft = ev[M.ACCURACY]
             if stop_step is not None and rl_steps > 0:  # the early point is the SFT/RL boundary
                 boundary[M.EARLY_STOPPED] = 1.0
@@ -696,6 +784,7 @@ def run_trial(
             out[M.FRACTION] = 1.0
             out.update(ev)
             out[M.ACCURACY_AFTER_SFT] = after_sft
+            out.update(progress.resources())
             report(out, final_dir)
             return TrialOutcome(M.STATUS_COMPLETED, ev[M.ACCURACY], out)
     except (TrialError, torch.OutOfMemoryError, MemoryError) as e:

@@ -50,6 +50,9 @@ def train_fn(config: dict[str, Any]) -> None:
     settings = TrialSettings(**config[KEY_SETTINGS])
     if settings.threads:
         os.environ["OMP_NUM_THREADS"] = str(settings.threads)
+    if settings.device == "cpu":
+        # A trial without GPUs on a GPU node: DeepSpeed would pick the CUDA accelerator.
+        os.environ["DS_ACCELERATOR"] = "cpu"
     ds = DatasetSpec.model_validate(config[KEY_DATASET])
     data = load_dataset(ds, Path(config[KEY_BASE_DIR]))
     rank = ray.train.get_context().get_world_rank()

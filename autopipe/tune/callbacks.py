@@ -21,7 +21,15 @@ RESUME_KEY = "autopipe.resume_from"
 PROMOTED_FROM_KEY = "autopipe.promoted_from"
 RESERVED = (RESUME_KEY, PROMOTED_FROM_KEY)
 
-LOGGED = (*M.CURVE_SIGNALS, *M.EVAL_METRICS, M.FRACTION, M.OBJECTIVE, M.ELAPSED_S, M.COST_S)
+LOGGED = (
+    *M.CURVE_SIGNALS,
+    *M.EVAL_METRICS,
+    *M.RESOURCE_METRICS,
+    M.FRACTION,
+    M.OBJECTIVE,
+    M.ELAPSED_S,
+    M.COST_S,
+)
 
 
 def trial_status(result: dict[str, Any] | None, errored: bool = False) -> str:

@@ -95,6 +95,7 @@ def trial_settings(spec: JobSpec) -> dict[str, Any]:
         reward_format_weight=spec.eval.reward_format_weight,
         rewards=spec.eval.reward_list(),
         deepspeed=spec.resources.deepspeed,
+        device="cuda" if spec.resources.gpus_per_worker > 0 else "cpu",
         threads=threads,
         seed=spec.seed,
         early_stop_fraction=spec.budget.early_stop_fraction,
