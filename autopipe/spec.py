@@ -304,6 +304,11 @@ class JobSpec(_Strict):
         if self.resources.deepspeed and self.space.sft.lora_rank not in (0, None):
             if not isinstance(self.space.sft.lora_rank, int):
                 raise ValueError("resources.deepspeed cannot be combined with a searched lora_rank")
+            if self.resources.deepspeed == 3:
+                raise ValueError(
+                    "resources.deepspeed 3 cannot be combined with sft.lora_rank > 0 (ZeRO-3 "
+                    "partitions the weights LoRA merges into); use deepspeed 1-2 or lora_rank 0"
+                )
         return self
 
     # ----------------------------------------------------------------- derived

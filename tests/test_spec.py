@@ -82,6 +82,10 @@ BAD = [
     ),
     ("name: t\ndataset: {task: sort}\nresources: {deepspeed: 4}\n", "resources.deepspeed must be"),
     (
+        "name: t\ndataset: {task: sort}\nspace: {sft: {lora_rank: 8}}\nresources: {deepspeed: 3}\n",
+        "resources.deepspeed 3 cannot be combined with sft.lora_rank > 0",
+    ),
+    (
         "name: t\ndataset: {task: sort}\nresources: {workers_per_trial: 0}\n",
         "resources.workers_per_trial must be >= 1",
     ),

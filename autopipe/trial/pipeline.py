@@ -656,14 +656,19 @@ def _malloc_trim() -> None:
         return
 
 
-def early_stop_step(sft_steps: int, rl_steps: int, fraction: float) -> int | None:
+def early_stop_step(
+    sft_steps: int, rl_steps: int, fraction: float, at_boundary: bool = False
+) -> int | None:
     """The SFT step at which a trial stops early, or ``None`` to run to the end.
 
     AutoPipe stops inside SFT; an early point at or beyond the end of SFT stops at the SFT/RL
-    boundary (step ``sft_steps``), where the SFT model is the resumption point.
+    boundary (step ``sft_steps``), where the SFT model is the resumption point. ``at_boundary``
+    moves any early point there (checkpoints inside SFT that cannot be resumed).
     """
     if fraction >= 1.0:
         return None
+    if at_boundary:
+        return sft_steps
     step = max(1, math.ceil(fraction * (sft_steps + rl_steps)))
     return min(step, sft_steps)
 
@@ -694,17 +699,24 @@ def run_trial(
     from autopipe.models import build_model
 
     t0 = time.time()
-    cuda = use_cuda(settings)
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
     rank, world = _dist()
     owns_dir = work_dir is None
     work = work_dir or tempfile.mkdtemp(prefix="autopipe-trial-")
     sft_steps, rl_steps = plan_steps(cfg, len(data.train), world)
-    progress = _Progress(report, sft_steps + rl_steps, t0, world, cuda)
+    progress = _Progress(report, sft_steps + rl_steps, t0, world)
     algo = cfg.get("rl.algorithm")
+    # Inside SFT a DeepSpeed checkpoint is one ZeRO shard per rank, and only rank 0's reaches
+    # the trial's checkpoint: with several workers the early point moves to the SFT/RL boundary,
+    # where the checkpoint is the whole SFT model.
     stop_step = (
-        None if resume_from else early_stop_step(sft_steps, rl_steps, settings.early_stop_fraction)
+        None
+        if resume_from
+        else early_stop_step(
+            sft_steps,
+            rl_steps,
+            settings.early_stop_fraction,
+            at_boundary=bool(settings.deepspeed) and world > 1,
+        )
     )
     progress.fault = injected_fault(cfg)
     if progress.fault == "crash" and resume_from is not None:
@@ -712,6 +724,9 @@ def run_trial(
     if progress.fault == "raise":
         raise RuntimeError(f"injected fault ({FAULT_ENV}) for this configuration")
     try:
+        progress.cuda = cuda = use_cuda(settings)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         with _threads(settings.threads):
             model, tokenizer = build_model(
                 settings.model_name,

@@ -33,6 +33,7 @@ def _reset_process_state() -> None:
     AcceleratorState._reset_state(reset_partial_state=True)
     ds_comm.cdb = None
     unset_hf_deepspeed_config()
+    os.environ.pop("ACCELERATE_USE_DEEPSPEED", None)  # accelerate sets it for good
 
 
 @pytest.fixture(scope="module")
@@ -83,12 +84,14 @@ class Partitioned:
     (an empty tensor) and how many the returned model still has."""
 
     def __init__(self) -> None:
+        self.zero3: list[int] = []  # parameters under ZeRO-3's management (a ds_id)
         self.before: list[int] = []
         self.after: list[int] = []
         self.orig = P.trained_model
 
     def __call__(self, trainer: Any) -> Any:
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+        self.zero3.append(sum(hasattr(p, "ds_id") for p in unwrapped.parameters()))
         self.before.append(sum(p.numel() == 0 for p in unwrapped.parameters()))
         model = self.orig(trainer)
         self.after.append(sum(p.numel() == 0 for p in model.parameters()))
@@ -109,6 +112,7 @@ def test_zero3_trial_gathers_whole_weights_and_matches_a_plain_run(
     assert out_plain.status == out.status == M.STATUS_COMPLETED
     # GRPO loads its model under ZeRO-3's construction hook: the weight matrices are partitioned
     # in the trainer (the plain run's trainers have none) ...
+    assert probe.zero3[:2] == [0, 0] and min(probe.zero3[2:]) > 0  # both ZeRO-3 trainers
     assert probe.before[:2] == [0, 0] and probe.before[-1] > 0
     # ... and every model the pipeline goes on with is whole again.
     assert probe.after == [0, 0, 0, 0]
@@ -194,9 +198,21 @@ def test_trial_device_follows_the_trials_gpus(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(TrialError, match="gpus_per_worker"):
         use_cuda(gpu)
+    # in a trial that is a failed trial with its reason, not a crash
+    rec = Recorder()
+    out = run_trial(dict(BASE), make_builtin("sort", 40, 8, 8, seed=0), gpu, rec)
+    assert out.status == M.STATUS_FAILED and "gpus_per_worker" in (out.failure or "")
+    assert rec.reports[-1][M.FAILED] == 1.0
     assert not use_cuda(_settings(device="auto"))
     # the job decides: gpus_per_worker > 0 -> "cuda", else "cpu"
     base = {"name": "t", "dataset": {"task": "sort"}}
     assert trial_settings(JobSpec.model_validate(base))["device"] == "cpu"
     on_gpu = {**base, "resources": {"gpus_per_worker": 0.5}}
     assert trial_settings(JobSpec.model_validate(on_gpu))["device"] == "cuda"
+
+
+def test_several_deepspeed_workers_stop_at_the_sft_rl_boundary() -> None:
+    # inside SFT a DeepSpeed checkpoint is one ZeRO shard per rank: not resumable from rank 0's
+    assert early_stop_step(60, 4, 0.5) == 32
+    assert early_stop_step(60, 4, 0.5, at_boundary=True) == 60
+    assert early_stop_step(60, 4, 1.0, at_boundary=True) is None
