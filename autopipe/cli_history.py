@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autopipe.cli_paths import check_out_dir, check_out_file
+from autopipe.cli_paths import check_out_dir, check_out_file, load_prior
 from autopipe.errors import DataError
 from autopipe.history.model import History, concat_histories
 
@@ -341,7 +341,6 @@ def cmd_prior_fit(args: argparse.Namespace) -> int:
 
 def cmd_prior_evaluate(args: argparse.Namespace) -> int:
     from autopipe.prior.evaluate import evaluate_prior, lodo_evaluate, render_markdown
-    from autopipe.prior.ranker import RankingPrior
 
     if args.eval_configs is not None and args.eval_configs < 2:
         raise DataError(f"--eval-configs must be >= 2, but got {args.eval_configs}")
@@ -364,7 +363,7 @@ def cmd_prior_evaluate(args: argparse.Namespace) -> int:
         title = f"{h.name}: leave-one-group-out ({h.tasks['group'].nunique()} groups)"
     else:
         res = evaluate_prior(
-            RankingPrior.load(args.prior),
+            load_prior(args.prior),
             h,
             max_eval_configs=args.eval_configs,
             n_random=args.random_draws,

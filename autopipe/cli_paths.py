@@ -49,3 +49,18 @@ def check_out_dir(
             )
         return
     _writable_parent(p, flag)
+
+
+def load_prior(path: str | os.PathLike[str], flag: str = "--prior") -> object:
+    """A saved ranking prior named by a CLI flag; a problem with it is one line naming the flag."""
+    from autopipe.prior.ranker import RankingPrior
+
+    p = Path(path)
+    if not p.is_dir():
+        raise DataError(
+            f"{flag} {p}: no such folder; expected one written by `autopipe prior fit --out DIR`"
+        )
+    try:
+        return RankingPrior.load(p)
+    except DataError as e:
+        raise DataError(f"{flag} {p}: {e}") from None

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autopipe.cli_paths import check_out_dir, check_out_file
+from autopipe.cli_paths import check_out_dir, check_out_file, load_prior
 from autopipe.errors import DataError
 
 DEFAULT_FRACTIONS = (0.1, 0.25, 0.5)
@@ -112,7 +112,6 @@ def cmd_predictor_fit(args: argparse.Namespace) -> int:
     from autopipe.cli_history import load_history
     from autopipe.history.model import concat_histories
     from autopipe.predictor.model import EarlyPredictor, prior_scores, run_targets
-    from autopipe.prior.ranker import RankingPrior
 
     _check_fraction(args.fraction)
     config = _predictor_config(args)
@@ -127,7 +126,7 @@ def cmd_predictor_fit(args: argparse.Namespace) -> int:
     if args.prior:
         # The prior scores its own training tasks in-sample here: fit it without these tasks
         # for an honest residual (see `autopipe predictor evaluate`, which cross-fits).
-        prior_z = prior_scores(RankingPrior.load(args.prior), h, run_targets(h))
+        prior_z = prior_scores(load_prior(args.prior), h, run_targets(h))
     t0 = time.perf_counter()
     model = EarlyPredictor.fit(h, args.fraction, prior_z=prior_z, config=config)
     fit_s = time.perf_counter() - t0

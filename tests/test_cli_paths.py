@@ -86,6 +86,19 @@ def test_commands_check_flags_before_working(tmp_path: Path) -> None:
         (["history", "generate", "--dry-run", "--seed", "-1"], r"^--seed must be >= 0"),
         (["history", "generate", "--dry-run", "--experiment", " "], r"^--experiment must name"),
         (["history", "generate", "--dry-run", "--prefix=-x"], r"^--prefix must match"),
+        (
+            ["prior", "evaluate", "--history", str(table), "--prior", str(tmp_path / "none")],
+            r"^--prior .*none: no such folder; expected one written by `autopipe prior fit",
+        ),
+        (
+            ["prior", "evaluate", "--history", str(table), "--prior", str(tmp_path)],
+            r"^--prior .*: .*prior\.json: prior sidecar is missing$",
+        ),
+        (
+            ["predictor", "fit", "--history", str(table), "--fraction", "0.5", "--out", "p"]
+            + ["--prior", str(afile)],
+            r"^--prior .*afile: no such folder",
+        ),
     ]
     for argv, pattern in cases:
         with pytest.raises(DataError, match=pattern):

@@ -228,8 +228,13 @@ def _first_bad(df: pd.DataFrame, mask: np.ndarray, col: str) -> str:
     i = int(np.flatnonzero(mask)[0])
     where = f"row {i}"
     if "run_id" in df.columns and col != "run_id":
-        where += f", run_id {df['run_id'].iloc[i]!r}"
-    return f"{df[col].iloc[i]!r} ({where})"
+        where += f", run_id {_plain(df['run_id'].iloc[i])!r}"
+    return f"{_plain(df[col].iloc[i])!r} ({where})"
+
+
+def _plain(v: object) -> object:
+    """A numpy scalar as the Python value it holds (``1.5``, not ``np.float64(1.5)``)."""
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def _numeric(file: Path | str, df: pd.DataFrame, col: str) -> np.ndarray:

@@ -183,6 +183,15 @@ def test_bad_values(tmp_path: Path, column: str, value: object, rule: str) -> No
     assert rule in msg
 
 
+def test_bad_number_is_shown_as_written(tmp_path: Path) -> None:
+    root = write_toy(tmp_path / "t")
+    runs = pd.read_parquet(root / "runs.parquet")
+    runs.loc[0, "lr"] = 0.5  # a float column: the value is a numpy scalar when read back
+    runs.to_parquet(root / "runs.parquet", index=False)
+    msg = _expect_error(root, "runs.parquet", "lr")
+    assert "but got 0.5 (row 0, run_id 'r0')" in msg and "np." not in msg
+
+
 def test_nan_conditional_active_is_error(tmp_path: Path) -> None:
     root = write_toy(tmp_path / "t")
     runs = pd.read_parquet(root / "runs.parquet")
