@@ -60,6 +60,14 @@ def register(subparsers: Any) -> None:
         help="tables with curves: AutoPipe and its ablations stop each trial at this fraction "
         "and score it by the predictor fitted on the training tasks (1: full runs; default 0.5)",
     )
+    b.add_argument(
+        "--promote",
+        type=int,
+        default=None,
+        help="tables with curves: how many early-stopped configurations (best posterior means) "
+        "AutoPipe and its ablations run to full fidelity at the end, the best full result "
+        "recommended, each charged a full run (default: a job's budget.promote default)",
+    )
     b.add_argument("--seeds", type=int, default=10, help="seeds per held-out task (default 10)")
     b.add_argument("--tasks", type=int, default=None, help="hold out only the first N tasks")
     b.add_argument("--prior-models", type=int, default=3, help="ranker ensemble size (default 3)")
@@ -87,6 +95,12 @@ def _check(args: argparse.Namespace) -> None:
         raise DataError(f"--prior-models must be >= 1, but got {args.prior_models}")
     if not (0.0 < args.early_fraction <= 1.0):
         raise DataError(f"--early-fraction must be in (0, 1], but got {args.early_fraction}")
+    if args.promote is None:
+        from autopipe.spec import BudgetSpec
+
+        args.promote = BudgetSpec().promote
+    if args.promote < 1:
+        raise DataError(f"--promote must be >= 1, but got {args.promote}")
     if args.name is not None and len(args.data) > 1:
         raise DataError(f"--name names one result folder, but got {len(args.data)} --data folders")
     get_methods(args.methods)
@@ -153,6 +167,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 progress=say,
                 on_task=partial,
                 early_fraction=args.early_fraction,
+                promote=args.promote,
             )
             wall = time.perf_counter() - t0
             note = _note(args, h, budgets, rows["task"].nunique(), wall)
@@ -166,7 +181,8 @@ def _note(args: argparse.Namespace, h: Any, budgets: list[int], n_tasks: int, wa
         f"`autopipe bench --data {h.source} --methods {' '.join(args.methods)} --budget "
         f"{' '.join(map(str, budgets))} --autopipe-budget {args.autopipe_budget} --seeds "
         f"{args.seeds}{f' --tasks {args.tasks}' if args.tasks else ''} --engine {args.engine}"
-        f"{f' --early-fraction {args.early_fraction:g}' if h.curves is not None else ''}`: "
+        f"{f' --early-fraction {args.early_fraction:g}' if h.curves is not None else ''}"
+        f"{f' --promote {args.promote}' if h.curves is not None else ''}`: "
         f"{n_tasks} held-out "
         f"tasks x {args.seeds} seeds, {wall / 60:.1f} min wall."
     )

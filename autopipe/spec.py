@@ -185,6 +185,9 @@ class BudgetSpec(_Strict):
     early_stop_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
     cost_cap_s: float | None = Field(default=None, gt=0.0)
     max_failures: int = Field(default=0, ge=0, le=100)
+    # early_stop_fraction < 1: how many early-stopped configurations (the searcher's best by its
+    # model, or by proxy) are resumed to full fidelity at the end; the best full result wins.
+    promote: int = Field(default=3, ge=1, le=100)
 
 
 class ResourcesSpec(_Strict):

@@ -77,6 +77,10 @@ BAD = [
     ),
     ("name: t\ndataset: {task: sort}\nbudget: {cost_cap_s: -5}\n", "budget.cost_cap_s must be > 0"),
     (
+        "name: t\ndataset: {task: sort}\nbudget: {promote: 0}\n",
+        "budget.promote must be >= 1, but got 0",
+    ),
+    (
         "name: t\ndataset: {task: sort}\nsearch: {algorithm: hyperband9}\n",
         "search.algorithm must be one of",
     ),

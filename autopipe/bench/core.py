@@ -117,6 +117,10 @@ class Trace:
     # Model recommendations after k evaluations (methods with ``model_recommendation``).
     recs: dict[int, tuple] = field(default_factory=dict)
     offline_rec: tuple | None = None  # offline methods: the recommendation, no evaluation
+    # Promotion of several early-stopped configurations after k evaluations (``promote > 1``):
+    # the cost of their full runs, which replaces the one full run of the recommendation (the
+    # best of them by its full-run result).
+    rec_cost: dict[int, float] = field(default_factory=dict)
 
     def recommendation(self, k: int) -> tuple | None:
         if self.offline_rec is not None:
@@ -147,7 +151,10 @@ class Trace:
         rec = self.recommendation(k)
         used = self.evals[: min(k, len(self.evals))]
         spent = sum(e.cost for e in used)
-        if rec is not None:
+        kk = min(k, len(self.evals))
+        if self.offline_rec is None and kk in self.rec_cost:
+            spent += self.rec_cost[kk]
+        elif rec is not None:
             c = truth.cost.get(rec, math.nan)
             spent += c if math.isfinite(c) else truth.unit_cost
         return truth.regret(rec), spent / truth.unit_cost, len(used)
@@ -170,6 +177,9 @@ class TaskContext:
     early_fraction: float = 1.0
     proxy: Any = None
     predictor: Any = None
+    # Early-stop methods: how many of the best configurations by the model's mean are promoted
+    # to full fidelity at the end (the job's ``budget.promote``); the best full result wins.
+    promote: int = 1
     # A space that is not a finite grid (e.g. the post-training history's Sobol design): the
     # task's distinct run configurations, the only ones the replay can evaluate exactly. The
     # model-based and random methods propose among them, as they would over hpobench's grid;
@@ -199,13 +209,17 @@ def logo_benchmark(
     on_task: Callable[[pd.DataFrame], None] | None = None,
     early_fraction: float = 0.5,
     predictor_config: Any = None,
+    promote: int = 1,
 ) -> pd.DataFrame:
     """Rows ``(bench, method, group, task, seed, budget, evals, regret, cost)``; ``on_task`` gets
     the rows so far after each held-out task (partial results of a long run).
     ``early_fraction`` applies to ``early_stop`` methods on tables with curves (see the module
-    docstring); ``predictor_config`` is the predictor's ``PredictorConfig`` (default settings)."""
+    docstring); ``predictor_config`` is the predictor's ``PredictorConfig`` (default settings);
+    ``promote``: how many configurations those methods run to full fidelity at the end."""
     if not (0.0 < early_fraction <= 1.0):
         raise DataError(f"--early-fraction must be in (0, 1], but got {early_fraction}")
+    if int(promote) < 1:
+        raise DataError(f"--promote must be >= 1, but got {promote}")
     early = early_fraction if history.curves is not None else 1.0
     groups = history.group_of()
     names = sorted(set(groups.values()))
@@ -231,6 +245,7 @@ def logo_benchmark(
             truth = TaskTruth.from_history(history, t)
             ctx = _context(history, t, prior, gbest, methods, budgets, autopipe_budget)
             ctx.early_fraction = early
+            ctx.promote = int(promote)
             if predictor is not None:
                 from autopipe.predictor.proxy import make_proxy
 

@@ -50,6 +50,7 @@ from autopipe.bench.ray_runner import (
     replay_fraction,
     replay_lookup,
     replayed_recs,
+    resolve_promotions,
     search_metric,
     to_eval,
 )
@@ -221,5 +222,5 @@ class DirectReplayRunner:
                 else:
                     trial.last_result["done"] = True
             finish(trial)
-        trace.recs = replayed_recs(searcher, key_of)
-        return trace
+        full = CurveReplay(hist, ctx.task, seed) if curves else None
+        return resolve_promotions(trace, replayed_recs(searcher, key_of), full)

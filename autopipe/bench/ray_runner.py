@@ -223,9 +223,13 @@ def NoResidualCore(*args: Any, **kw: Any) -> Any:  # noqa: N802 - a class factor
     return _no_residual_cls()(*args, **kw)
 
 
-def _recording_searcher(core: Any, budgets: Sequence[int], mode: str, ledger: Any = None) -> Any:
+def _recording_searcher(
+    core: Any, budgets: Sequence[int], mode: str, ledger: Any = None, promote: int = 1
+) -> Any:
     """``ledger``: the job's searcher (``JobSearcher``, told proxies by the ledger) instead of the
-    plain adapter."""
+    plain adapter; ``promote > 1``: record the core's shortlist of ``promote`` configurations
+    (the ones a job promotes, :meth:`~autopipe.search.core.ProposalCore.shortlist`) instead of
+    its recommendation."""
     from autopipe.search.ray_adapter import CoreSearcher
 
     base: Any = CoreSearcher
@@ -255,6 +259,11 @@ def _recording_searcher(core: Any, budgets: Sequence[int], mode: str, ledger: An
             super().on_trial_complete(trial_id, result, error)
             n = len(self.core.observed)
             if n in self._at and hasattr(self.core, "recommend"):
+                if promote > 1:
+                    top = self.core.shortlist(promote)
+                    if top:
+                        self.recs[n] = [self.core.space.config_key(c) for c in top]
+                    return
                 rec = self.core.recommend()
                 if rec is not None:
                     self.recs[n] = self.core.space.config_key(rec[0])
@@ -331,7 +340,7 @@ def build_search(
             ledger = Ledger(ctx.proxy if method.needs_prior else None)
             rules = StopRules(early_stop_fraction=replay_fraction(ctx, method))
             scheduler = AutoPipeScheduler(rules, ledger)
-            searcher = _recording_searcher(core, budgets, mode, ledger)
+            searcher = _recording_searcher(core, budgets, mode, ledger, ctx.promote)
         elif method.model_recommendation:
             searcher = _recording_searcher(core, budgets, mode)
         else:
@@ -453,16 +462,42 @@ class RayReplayRunner:
             ).fit()
         finally:
             shutil.rmtree(storage, ignore_errors=True)
-        return Trace(evals=evals, recs=replayed_recs(searcher, key_of))
+        replay = None if hist.curves is None else CurveReplay(hist, ctx.task, seed)
+        return resolve_promotions(Trace(evals=evals), replayed_recs(searcher, key_of), replay)
 
 
-def replayed_recs(searcher: Any, key_of: Any) -> dict[int, tuple]:
-    """The searcher's recommendations after k evaluations, as the keys of the configurations
-    that replay them (a model may recommend a candidate that is not a replayed one)."""
+def replayed_recs(searcher: Any, key_of: Any) -> dict[int, tuple | list[tuple]]:
+    """The searcher's recommendations after k evaluations (a key, or a list of keys to promote),
+    as the keys of the configurations that replay them (a model may recommend a candidate that
+    is not a replayed one)."""
     recs = dict(getattr(searcher, "recs", {}))
     if key_of is None:
         return recs
-    return {k: key_of(dict(v)) for k, v in recs.items()}
+    return {
+        k: [key_of(dict(c)) for c in v] if isinstance(v, list) else key_of(dict(v))
+        for k, v in recs.items()
+    }
+
+
+def resolve_promotions(trace: Trace, recs: dict[int, Any], replay: CurveReplay | None) -> Trace:
+    """Fill ``trace.recs`` from ``recs``; a list of keys (several configurations promoted) runs
+    each one's full run as the replay draws it, recommends the best full result (the first of
+    the list when none is finite) and charges their costs (``trace.rec_cost``)."""
+    for k, v in recs.items():
+        if not isinstance(v, list):
+            trace.recs[k] = v
+            continue
+        if replay is None:
+            raise ValueError("promoting several configurations needs a curve replay")
+        best, cost = None, 0.0
+        for key in dict.fromkeys(v):  # distinct, in order
+            y, c = replay.final(key)
+            cost += c
+            if y is not None and (best is None or y > best[0]):
+                best = (y, key)
+        trace.recs[k] = best[1] if best is not None else v[0]
+        trace.rec_cost[k] = cost
+    return trace
 
 
 def to_eval(

@@ -103,6 +103,14 @@ class CurveReplay:
         )
         return rows[int(pick)]
 
+    def final(self, key: tuple) -> tuple[float | None, float]:
+        """``(objective made larger-is-better or None if the run failed, cost)`` of the full run
+        this replay draws for the configuration ``key`` (what a promotion to full fidelity
+        observes)."""
+        j = self._draw(key)
+        y = float(self._y[j])
+        return (self.sign * y if math.isfinite(y) else None), float(self._cost[j])
+
     def reports(self, config: dict[str, Any], early_fraction: float = 1.0) -> list[dict[str, Any]]:
         j = self._draw(self.key_of(config))
         y, cost = float(self._y[j]), float(self._cost[j])

@@ -32,7 +32,7 @@ from autopipe.search.candidates import (
     greedy_maxmin,
     sobol_configs,
 )
-from autopipe.search.core import ProposalCore
+from autopipe.search.core import ProposalCore, distinct_configs
 from autopipe.search.gp import CandidatePosterior, Hyper, fit_hyper, single_thread
 from autopipe.space import Space
 
@@ -158,6 +158,21 @@ class ModelBasedCore(ProposalCore):
         j = int(np.argmax(pred))
         m, scale = self._std
         return dict(self.observed[finite[j]][1]), m + scale * float(pred[j])
+
+    def shortlist(self, k: int) -> list[dict[str, Any]]:
+        """The recommendation (best posterior mean), then the best observed values.
+
+        NOTE: a proxy's noise variance is large against the spread of the proxies a search
+        concentrates near the prior's top, so the posterior mean stays close to the prior there;
+        the proxies' own order keeps the predictor's ranking. On the tinypost replay (promote 3,
+        15 early-stopped evaluations, 10 tasks x 3 seeds) the best full result among this list
+        had mean regret 0.103, among the top 3 posterior means 0.186."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, but got {k}")
+        rec = self.recommend()
+        if rec is None:
+            return []
+        return distinct_configs(self.space, [rec[0], *super().shortlist(k)], k)
 
     def best(self) -> tuple[dict[str, Any], float] | None:
         """The recommended configuration (:meth:`recommend`) with its observed value."""

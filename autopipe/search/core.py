@@ -54,6 +54,19 @@ class ProposalCore:
         ok = [(c, v) for _, c, v, _ in self.observed if v is not None]
         return max(ok, key=lambda t: t[1]) if ok else None
 
+    def shortlist(self, k: int) -> list[dict[str, Any]]:
+        """Up to ``k`` distinct observed configurations to run to full fidelity at the end of a
+        job whose scores are early proxies, best first: here by observed value (ties: the
+        earlier observation first)."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, but got {k}")
+        ok = sorted(
+            ((v, -i, c) for i, (_, c, v, _) in enumerate(self.observed) if v is not None),
+            key=lambda t: (t[0], t[1]),
+            reverse=True,
+        )
+        return distinct_configs(self.space, [c for *_, c in ok], k)
+
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, Any]:
         return {
@@ -215,3 +228,19 @@ class DesignCore(ProposalCore):
 
     def _load_extra_state(self, extra: dict[str, Any]) -> None:
         self._next = int(extra["next"])
+
+
+def distinct_configs(
+    space: Space, configs: Sequence[Mapping[str, Any]], k: int
+) -> list[dict[str, Any]]:
+    """The first ``k`` configurations of ``configs`` that differ in the space's key."""
+    out: list[dict[str, Any]] = []
+    seen: set[tuple] = set()
+    for c in configs:
+        key = space.config_key(c)
+        if key not in seen:
+            seen.add(key)
+            out.append(dict(c))
+            if len(out) == k:
+                break
+    return out

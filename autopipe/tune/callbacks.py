@@ -82,7 +82,7 @@ class MLflowTrialCallback(Callback):
                 M.TAG_TRIAL_ID: trial.trial_id,
                 M.TAG_STATUS: M.STATUS_RUNNING,
             }
-            if RESUME_KEY in trial.config:
+            if trial.config.get(RESUME_KEY):
                 tags[M.TAG_PROMOTED_FROM] = str(trial.config.get(PROMOTED_FROM_KEY, ""))
             rid = self.tracker.start_run(
                 self.experiment_id,

@@ -484,7 +484,7 @@ def run_job(
         searcher = JobSearcher(
             core,
             ledger,
-            BudgetGate(ledger, spec.budget.cost_cap_s, early),
+            BudgetGate(ledger, spec.budget.cost_cap_s, early, spec.budget.promote),
             metric=M.OBJECTIVE,
             mode="max",
         )
@@ -760,43 +760,57 @@ def _promote(
     verbose: int,
     result: JobResult,
 ) -> None:
-    """Run the recommended configuration to full fidelity, resuming its early-stopped trial."""
+    """Run the searcher's shortlist (its recommendation first, ``budget.promote`` in all) to full
+    fidelity, each resuming its early-stopped trial; the best full result is the job's answer
+    (:func:`_summarise`). Shortlisted configurations that already ran to the end are not rerun."""
     from ray import tune
+    from ray.tune.search import BasicVariantGenerator
 
     from autopipe.tune.callbacks import PROMOTED_FROM_KEY, RESUME_KEY
 
-    # Model-based cores recommend the best posterior mean as (config, mean); others the best seen.
-    rec = core.recommend() if hasattr(core, "recommend") else core.best()
-    rec_cfg = rec[0] if isinstance(rec, tuple) else rec
-    if rec_cfg is None:
+    shortlist = core.shortlist(spec.budget.promote)
+    if not shortlist:
         log.warning("no trial produced a score; nothing to promote")
         return
-    key = space.config_key(rec_cfg)
-    source = next(
-        (
-            r
-            for r in ledger.trials.values()
-            if r.status == M.STATUS_EARLY_STOPPED
-            and space.config_key({k: v for k, v in r.config.items() if k in space.names}) == key
-        ),
-        None,
-    )
-    config = dict(rec_cfg)
-    if source is not None and source.checkpoint:
-        config[RESUME_KEY] = source.checkpoint
-        config[PROMOTED_FROM_KEY] = source.trial_id
+    early = {}
+    for r in ledger.trials.values():
+        if r.status == M.STATUS_EARLY_STOPPED:
+            key = space.config_key({k: v for k, v in r.config.items() if k in space.names})
+            early.setdefault(key, r)
+    points, sources = [], []
+    for cfg in shortlist:
+        source = early.get(space.config_key(cfg))
+        if source is None:
+            continue  # ran to full fidelity already (or failed): its own result stands
+        # every point has the same keys: Tune resolves points_to_evaluate against param_space
+        config = {**cfg, RESUME_KEY: "", PROMOTED_FROM_KEY: ""}
+        if source.checkpoint:
+            config[RESUME_KEY] = source.checkpoint
+            config[PROMOTED_FROM_KEY] = source.trial_id
+        points.append(config)
+        sources.append(source)
+    if not points:
+        return
     tuner = tune.Tuner(
         make_trainable(spec, space.constants, storage, full_fidelity=True),
-        param_space=config,
-        tune_config=tune.TuneConfig(num_samples=1, metric=M.OBJECTIVE, mode="max"),
+        param_space=dict(points[0]),
+        tune_config=tune.TuneConfig(
+            search_alg=BasicVariantGenerator(points_to_evaluate=[dict(p) for p in points]),
+            num_samples=len(points),
+            max_concurrent_trials=spec.budget.max_concurrent,
+            metric=M.OBJECTIVE,
+            mode="max",
+        ),
         run_config=tune.RunConfig(
             name=f"{run_name}-promote", storage_path=storage, callbacks=[callback], verbose=verbose
         ),
     )
     before = set(callback.configs)
     tuner.fit()
-    promoted = [t for t in callback.configs if t not in before]
-    for t in promoted:
+    by_key = {space.config_key(p): s for p, s in zip(points, sources, strict=True)}
+    for t in [t for t in callback.configs if t not in before]:
+        cfg = {k: v for k, v in callback.configs[t].items() if k in space.names}
+        source = by_key.get(space.config_key(cfg))
         result.promoted[t] = source.trial_id if source is not None else ""
         if source is not None and source.checkpoint:
             saved = source.cost_s
@@ -923,8 +937,10 @@ def format_summary(res: JobResult) -> str:
     ]
     if res.promoted:
         lines.append(
-            f"promoted the recommended early-stopped trial to full fidelity; "
-            f"{res.cost_saved_s:.1f} trial-seconds of its prefix not recomputed"
+            f"promoted {len(res.promoted)} early-stopped "
+            f"trial{'s' if len(res.promoted) != 1 else ''} to full fidelity (the searcher's "
+            f"recommendation first); {res.cost_saved_s:.1f} trial-seconds of their prefixes "
+            "not recomputed"
         )
     lines += res.transfer
     if res.prior_top is not None:

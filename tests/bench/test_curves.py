@@ -155,3 +155,27 @@ def test_bad_early_fraction_is_one_line(curve_history: History) -> None:
     with pytest.raises(DataError, match=r"--early-fraction must be in \(0, 1\], but got 0"):
         run_fn = DirectReplayRunner()
         logo_benchmark(curve_history, get_methods(["random"]), run_fn, [3], 1, 3, early_fraction=0)
+
+
+def test_promotion_runs_the_shortlist_in_full_and_keeps_the_best(curve_history: History) -> None:
+    from autopipe.bench.ray_runner import resolve_promotions
+
+    task = curve_history.task_ids[0]
+    replay = CurveReplay(curve_history, task, seed=0)
+    runs = curve_history.runs[curve_history.runs["task"] == task]
+    keys = [curve_history.space.config_key(c) for c in curve_history.records(runs.iloc[:3])]
+    finals = [replay.final(k) for k in keys]
+    # the replay's full run of a configuration: its objective (maximized) and cost
+    assert finals[0] == (pytest.approx(float(runs.iloc[0]["y"])), pytest.approx(1.0))
+    trace = resolve_promotions(Trace(), {5: keys, 3: keys[0]}, replay)
+    best = max(range(3), key=lambda i: finals[i][0])
+    # three configurations run in full: the best full result is recommended ...
+    assert trace.recs[5] == keys[best]
+    # ... and their three full runs replace the recommendation's one full run in the cost
+    assert trace.rec_cost[5] == pytest.approx(sum(c for _, c in finals))
+    # a single recommendation is kept as it is, charged one full run as before
+    assert trace.recs[3] == keys[0] and 3 not in trace.rec_cost
+    with pytest.raises(DataError, match="--promote must be >= 1, but got 0"):
+        logo_benchmark(
+            curve_history, get_methods(["random"]), DirectReplayRunner(), [3], 1, 3, promote=0
+        )

@@ -108,6 +108,7 @@ def test_direct_engine_matches_ray_tune_on_curves() -> None:
                 prior_config=FAST_RANKER,
                 predictor_config=FAST,
                 early_fraction=0.5,
+                promote=3,
             )
         out[name] = (rows, traces)
     (rows_direct, direct), (rows_tune, tune) = out["direct"], out["tune"]
@@ -118,7 +119,10 @@ def test_direct_engine_matches_ray_tune_on_curves() -> None:
         assert [(e.key, e.fraction, e.cost, e.observed, e.rung) for e in a.evals] == [
             (e.key, e.fraction, e.cost, e.observed, e.rung) for e in b.evals
         ], key
-        assert a.recs == b.recs, key
+        assert a.recs == b.recs and a.rec_cost == b.rec_cost, key
+    # AutoPipe's end: 3 early-stopped configurations run in full, each charged a full run
+    ap = direct[("autopipe", "t0", 0)]
+    assert set(ap.rec_cost) == {3, 5} and all(c > 0 for c in ap.rec_cost.values())
     # AutoPipe stopped every trial at 0.5; ASHA cut some trials below a full run
     assert {e.fraction for e in direct[("autopipe", "t0", 0)].evals} == {0.5}
     assert min(e.fraction for e in direct[("asha", "t0", 0)].evals) < 1.0

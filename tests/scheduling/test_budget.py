@@ -28,6 +28,18 @@ def test_early_stopped_trials_count_at_their_fraction_and_a_reserve_is_kept() ->
     assert gate.exhausted()  # 80 + 20 >= 100: keep the rest for the final full run
 
 
+def test_the_reserve_covers_every_promoted_trial() -> None:
+    ledger = Ledger()
+    gate = BudgetGate(ledger, cost_cap_s=100.0, early_stop_fraction=0.5, promote=3)
+    _add(ledger, "a", 0.5, 10.0)  # a full run would cost 20 s, its second half 10 s
+    assert gate.reserve_s() == pytest.approx(30.0)  # three trials resume their second half
+    _add(ledger, "b", 0.5, 10.0)
+    assert not gate.exhausted()  # 20 + 30 < 100
+    for t in "cdefg":
+        _add(ledger, t, 0.5, 10.0)
+    assert gate.exhausted()  # 70 + 30 >= 100
+
+
 def test_no_cap_and_full_fidelity() -> None:
     ledger = Ledger()
     _add(ledger, "a", 1.0, 1e9)
