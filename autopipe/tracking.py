@@ -443,6 +443,16 @@ class Tracker:
             ),
         )
 
+    def run_exists(self, run_id: str) -> bool:
+        """Whether the store holds a run with this id (a malformed id counts as none)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(self.resolve(run_id))
+        except MlflowException:
+            return False
+        return True
+
     def read_text(self, run_id: str, artifact_file: str) -> str | None:
         import tempfile
 

@@ -68,3 +68,18 @@ def test_history_reader_over_http(tmp_path: Path) -> None:
             read_mlflow_experiment("job", tracking_uri=f"http://127.0.0.1:{port}")
     finally:
         stop_mlflow_server(proc)
+
+
+def test_best_by_run_id_names_what_is_missing(tmp_path: Path) -> None:
+    from autopipe.tune.runner import read_best
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'm.db'}")
+    exp = tracker.experiment_id("j")
+    rid = tracker.resolve(tracker.start_run(exp, "job", {}))
+    tracker.flush()
+    # an id the store does not hold: "no such run", not a missing artifact
+    with pytest.raises(TrackingError, match=r"^--run-id 0123abcd: no such run in the tracking"):
+        read_best(tracker, run_id="0123abcd")
+    # a run that exists but never wrote best_config.yaml: says that
+    with pytest.raises(TrackingError, match=rf"^--run-id {rid}: the run has no best_config"):
+        read_best(tracker, run_id=rid)

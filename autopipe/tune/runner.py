@@ -893,6 +893,10 @@ def read_best(
 
     if run_id:
         text = tracker.read_text(run_id, M.ARTIFACT_BEST)
+        if text is None and not tracker.run_exists(run_id):
+            raise TrackingError(
+                f"--run-id {run_id}: no such run in the tracking store at {tracker.uri}"
+            )
         if text is None:
             raise TrackingError(
                 f"--run-id {run_id}: the run has no {M.ARTIFACT_BEST} (unfinished or not a job run)"
