@@ -64,9 +64,10 @@ def register(subparsers: Any) -> None:
         "--promote",
         type=int,
         default=None,
-        help="tables with curves: how many early-stopped configurations (best posterior means) "
-        "AutoPipe and its ablations run to full fidelity at the end, the best full result "
-        "recommended, each charged a full run (default: a job's budget.promote default)",
+        help="tables with curves and --early-fraction < 1: how many early-stopped configurations "
+        "of the searcher's shortlist (its recommendation, then the best proxies) AutoPipe and "
+        "its ablations run to full fidelity at the end, the best full result recommended, each "
+        "charged a full run (default: a job's budget.promote default, 3)",
     )
     b.add_argument("--seeds", type=int, default=10, help="seeds per held-out task (default 10)")
     b.add_argument("--tasks", type=int, default=None, help="hold out only the first N tasks")

@@ -444,13 +444,18 @@ class Tracker:
         )
 
     def run_exists(self, run_id: str) -> bool:
-        """Whether the store holds a run with this id (a malformed id counts as none)."""
+        """Whether the store holds a run with this id (a malformed id counts as none); a store
+        that does not answer is a :class:`TrackingError`, not a missing run."""
         from mlflow.exceptions import MlflowException
 
         try:
             self.client.get_run(self.resolve(run_id))
-        except MlflowException:
-            return False
+        except MlflowException as e:
+            if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return False
+            raise TrackingError(
+                f"tracking URI {self.uri!r}: could not look up run {run_id}: {_first_line(e)}"
+            ) from None
         return True
 
     def read_text(self, run_id: str, artifact_file: str) -> str | None:

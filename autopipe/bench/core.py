@@ -118,9 +118,9 @@ class Trace:
     recs: dict[int, tuple] = field(default_factory=dict)
     offline_rec: tuple | None = None  # offline methods: the recommendation, no evaluation
     # Promotion of several early-stopped configurations after k evaluations (``promote > 1``):
-    # the cost of their full runs, which replaces the one full run of the recommendation (the
-    # best of them by its full-run result).
-    rec_cost: dict[int, float] = field(default_factory=dict)
+    # their keys; each is charged a full run, in place of the one full run of the
+    # recommendation (the best of them by its full-run result).
+    promoted: dict[int, list[tuple]] = field(default_factory=dict)
 
     def recommendation(self, k: int) -> tuple | None:
         if self.offline_rec is not None:
@@ -152,11 +152,11 @@ class Trace:
         used = self.evals[: min(k, len(self.evals))]
         spent = sum(e.cost for e in used)
         kk = min(k, len(self.evals))
-        if self.offline_rec is None and kk in self.rec_cost:
-            spent += self.rec_cost[kk]
-        elif rec is not None:
-            c = truth.cost.get(rec, math.nan)
-            spent += c if math.isfinite(c) else truth.unit_cost
+        full = self.promoted[kk] if self.offline_rec is None and kk in self.promoted else [rec]
+        for key in full:
+            if key is not None:
+                c = truth.cost.get(key, math.nan)
+                spent += c if math.isfinite(c) else truth.unit_cost
         return truth.regret(rec), spent / truth.unit_cost, len(used)
 
 
@@ -177,8 +177,9 @@ class TaskContext:
     early_fraction: float = 1.0
     proxy: Any = None
     predictor: Any = None
-    # Early-stop methods: how many of the best configurations by the model's mean are promoted
-    # to full fidelity at the end (the job's ``budget.promote``); the best full result wins.
+    # Early-stop methods: how many configurations of the searcher's shortlist (its
+    # recommendation, then the best proxies) run to full fidelity at the end (the job's
+    # ``budget.promote``); the best full result is the recommendation.
     promote: int = 1
     # A space that is not a finite grid (e.g. the post-training history's Sobol design): the
     # task's distinct run configurations, the only ones the replay can evaluate exactly. The

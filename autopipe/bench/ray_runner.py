@@ -340,7 +340,9 @@ def build_search(
             ledger = Ledger(ctx.proxy if method.needs_prior else None)
             rules = StopRules(early_stop_fraction=replay_fraction(ctx, method))
             scheduler = AutoPipeScheduler(rules, ledger)
-            searcher = _recording_searcher(core, budgets, mode, ledger, ctx.promote)
+            # trials that ran to the end (fraction 1) have nothing to promote
+            promote = ctx.promote if replay_fraction(ctx, method) < 1.0 else 1
+            searcher = _recording_searcher(core, budgets, mode, ledger, promote)
         elif method.model_recommendation:
             searcher = _recording_searcher(core, budgets, mode)
         else:
@@ -481,22 +483,24 @@ def replayed_recs(searcher: Any, key_of: Any) -> dict[int, tuple | list[tuple]]:
 
 def resolve_promotions(trace: Trace, recs: dict[int, Any], replay: CurveReplay | None) -> Trace:
     """Fill ``trace.recs`` from ``recs``; a list of keys (several configurations promoted) runs
-    each one's full run as the replay draws it, recommends the best full result (the first of
-    the list when none is finite) and charges their costs (``trace.rec_cost``)."""
+    each one's full run as the replay draws it and recommends the best full result (the first
+    of the list when none is finite); ``trace.promoted`` keeps the keys, each charged a full
+    run (as the single recommendation is: a job would pay only the rest of each run after its
+    early point, so this overstates the cost of promotion by the prefixes)."""
     for k, v in recs.items():
         if not isinstance(v, list):
             trace.recs[k] = v
             continue
         if replay is None:
             raise ValueError("promoting several configurations needs a curve replay")
-        best, cost = None, 0.0
-        for key in dict.fromkeys(v):  # distinct, in order
-            y, c = replay.final(key)
-            cost += c
+        keys = list(dict.fromkeys(v))  # distinct, in order
+        best = None
+        for key in keys:
+            y, _ = replay.final(key)
             if y is not None and (best is None or y > best[0]):
                 best = (y, key)
-        trace.recs[k] = best[1] if best is not None else v[0]
-        trace.rec_cost[k] = cost
+        trace.recs[k] = best[1] if best is not None else keys[0]
+        trace.promoted[k] = keys
     return trace
 
 

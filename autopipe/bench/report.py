@@ -79,8 +79,9 @@ def render_markdown(
     lines += [
         "Normalized regret `(best - chosen) / (best - median)` per held-out task, averaged over "
         "seeds; then mean / median / worst over tasks. Cost in mean full runs of the task, "
-        "including one full run of the recommendation; ± is the standard error of the mean over "
-        "seeds.",
+        "including one full run of the recommendation (with `--promote N` on tables with "
+        "curves: one full run of each of the N promoted configurations of early-stopping "
+        "methods); ± is the standard error of the mean over seeds.",
         "",
         "| method | budget | evals | mean regret | ± se | median | worst task | mean cost |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",

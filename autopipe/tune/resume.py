@@ -41,6 +41,8 @@ class TrialRun:
     status: str  # autopipe.status tag
     last: dict[str, float] = field(default_factory=dict)  # latest value of every metric
     steps: dict[str, int] = field(default_factory=dict)  # metric -> last logged step
+    promoted_from: str = ""  # a promoted trial: the early-stopped trial it resumed
+    params: dict[str, str] = field(default_factory=dict)  # its MLflow params (configuration)
 
     @property
     def done(self) -> bool:
@@ -87,8 +89,39 @@ def load_trials(tracker: Tracker, parent_run_id: str, experiment_id: str) -> dic
             k: max((m.step for m in _history(tracker, r.info.run_id, k)), default=-1)
             for k in r.data.metrics
         }
-        out[tid] = TrialRun(tid, r.info.run_id, status, dict(r.data.metrics), steps)
+        out[tid] = TrialRun(
+            tid,
+            r.info.run_id,
+            status,
+            dict(r.data.metrics),
+            steps,
+            promoted_from=r.data.tags.get(M.TAG_PROMOTED_FROM, ""),
+            params=dict(r.data.params),
+        )
     return out
+
+
+def promotions_done(
+    trials: dict[str, TrialRun], space: Any
+) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    """The promotions a previous execution finished: ``(early-stopped source trial id -> its
+    completed promoted trial id, promoted trial id -> configuration read from its params)``.
+    Their trials are not in the restored Tune experiment (promotion runs its own), so the job
+    learns them here and does not run them again."""
+    from autopipe.history.mlflow_reader import _parse_param
+
+    done: dict[str, str] = {}
+    configs: dict[str, dict[str, Any]] = {}
+    for tid, t in trials.items():
+        if t.status != M.STATUS_COMPLETED or not t.promoted_from:
+            continue
+        done[t.promoted_from] = tid
+        configs[tid] = {
+            p.name: _parse_param(p, t.params[p.name], "resume", t.run_id)
+            for p in space.params
+            if p.name in t.params
+        }
+    return done, configs
 
 
 def replay_result(t: TrialRun) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import yaml
 
 from autopipe import metrics as M
 from autopipe.errors import ClusterError, SpecError, TrackingError
-from autopipe.spec import JobSpec
+from autopipe.spec import JobSpec, parse_spec
 from autopipe.tracking import Tracker, data_dir
 from autopipe.transfer import load_transfer
 
@@ -74,7 +74,8 @@ class JobResult:
     interrupted: bool = False
     experiment_path: str = ""
     promoted: dict[str, str] = field(default_factory=dict)  # promoted trial -> early-stopped source
-    cost_saved_s: float = 0.0
+    cost_saved_s: float = 0.0  # over all promoted trials
+    saved_by: dict[str, float] = field(default_factory=dict)  # promoted trial -> its saved prefix
     prior_top: dict[str, Any] | None = None  # the prior's top-ranked candidate (with a prior)
     transfer: list[str] = field(default_factory=list)  # how the prior/predictor were obtained
 
@@ -405,7 +406,13 @@ def run_job(
     from autopipe.scheduling.policy import StopRules
     from autopipe.scheduling.ray_scheduler import AutoPipeScheduler
     from autopipe.tune.callbacks import MLflowTrialCallback
-    from autopipe.tune.resume import find_unfinished, load_trials, reopen_run, replay_result
+    from autopipe.tune.resume import (
+        find_unfinished,
+        load_trials,
+        promotions_done,
+        reopen_run,
+        replay_result,
+    )
     from autopipe.tune.searcher import JobSearcher
 
     tracker = Tracker(spec.tracking.uri)
@@ -451,6 +458,7 @@ def run_job(
     callback = MLflowTrialCallback(tracker, exp_id, parent, common_tags, trial_params, ledger)
     early = spec.budget.early_stop_fraction
     searcher = None
+    done_before: dict[str, str] = {}  # --resume: promotions the previous execution finished
     errored = False
     rules = StopRules(
         early_stop_fraction=early,
@@ -484,7 +492,12 @@ def run_job(
         searcher = JobSearcher(
             core,
             ledger,
-            BudgetGate(ledger, spec.budget.cost_cap_s, early, spec.budget.promote),
+            BudgetGate(
+                ledger,
+                spec.budget.cost_cap_s,
+                early,
+                min(spec.budget.promote, spec.budget.max_trials),
+            ),
             metric=M.OBJECTIVE,
             mode="max",
         )
@@ -500,6 +513,9 @@ def run_job(
             run_name = previous.path.rstrip("/").rsplit("/", 1)[-1]
             trials = load_trials(tracker, parent, exp_id)
             callback.resume_from(trials)
+            done_before, promoted_cfgs = promotions_done(trials, space)
+            for tid, cfg in promoted_cfgs.items():
+                callback.configs.setdefault(tid, cfg)
             replay = {t: replay_result(r) for t, r in trials.items() if r.done}
             tuner = tune.Tuner.restore(
                 previous.path,
@@ -522,7 +538,18 @@ def run_job(
         grid = tuner.fit()
         result.experiment_path = grid.experiment_path
         if early < 1.0 and not _unfinished(callback, tracker):
-            _promote(spec, space, core, ledger, callback, storage, run_name, verbose, result)
+            _promote(
+                spec,
+                space,
+                core,
+                ledger,
+                callback,
+                storage,
+                run_name,
+                verbose,
+                result,
+                done_before,
+            )
     except Exception:
         errored = True
         raise
@@ -606,6 +633,11 @@ def _check_same_spec(tracker: Tracker, parent: str, spec: JobSpec) -> None:
     if text is None:
         return  # no record of the original spec: nothing to compare with
     old = yaml.safe_load(text) or {}
+    try:
+        # fields added since the run was recorded compare at their defaults
+        old = parse_spec(old).dump()
+    except SpecError:
+        pass  # compare what was recorded
     new = spec.dump()
     changed = []
     for k in sorted(set(old) | set(new)):
@@ -749,6 +781,28 @@ def load_proxy(spec: JobSpec, meta: dict[str, float], tracking_uri: str | None =
     return make_proxy(transfer.predictor, transfer.prior, space, meta, spec.seed)
 
 
+def _list_searcher(configs: list[dict[str, Any]]) -> Any:
+    """A Ray Tune searcher that suggests ``configs`` in order, then finishes. Each dict is a
+    whole trial config (no param_space to merge with), so configurations of a conditional space
+    keep exactly their own keys."""
+    from ray.tune.search import Searcher
+
+    class ListSearcher(Searcher):
+        def __init__(self) -> None:
+            super().__init__(metric=M.OBJECTIVE, mode="max")
+            self._todo = [dict(c) for c in configs]
+
+        def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+            return self._todo.pop(0) if self._todo else Searcher.FINISHED
+
+        def on_trial_complete(
+            self, trial_id: str, result: dict | None = None, error: bool = False
+        ) -> None:
+            pass
+
+    return ListSearcher()
+
+
 def _promote(
     spec: JobSpec,
     space: Any,
@@ -759,12 +813,15 @@ def _promote(
     run_name: str,
     verbose: int,
     result: JobResult,
+    done_before: dict[str, str] | None = None,
 ) -> None:
-    """Run the searcher's shortlist (its recommendation first, ``budget.promote`` in all) to full
-    fidelity, each resuming its early-stopped trial; the best full result is the job's answer
-    (:func:`_summarise`). Shortlisted configurations that already ran to the end are not rerun."""
+    """Run the searcher's shortlist (``budget.promote`` configurations; a model-based searcher's
+    recommendation first) to full fidelity, each resuming its early-stopped trial; the best full
+    result is the job's answer (:func:`_summarise`). Shortlisted configurations that already ran
+    to the end are not rerun: trials that completed during the search, and (``done_before``,
+    on ``--resume``: early-stopped source trial id -> its completed promoted trial) promotions a
+    previous execution finished."""
     from ray import tune
-    from ray.tune.search import BasicVariantGenerator
 
     from autopipe.tune.callbacks import PROMOTED_FROM_KEY, RESUME_KEY
 
@@ -772,18 +829,31 @@ def _promote(
     if not shortlist:
         log.warning("no trial produced a score; nothing to promote")
         return
-    early = {}
+    early: dict[tuple, Any] = {}
     for r in ledger.trials.values():
-        if r.status == M.STATUS_EARLY_STOPPED:
-            key = space.config_key({k: v for k, v in r.config.items() if k in space.names})
-            early.setdefault(key, r)
+        if r.status != M.STATUS_EARLY_STOPPED:
+            continue
+        key = space.config_key({k: v for k, v in r.config.items() if k in space.names})
+        best = early.get(key)
+        # the same configuration stopped twice (a design with repeats): resume one that can be
+        # resumed, with the better proxy
+        if best is None or (bool(r.checkpoint), r.proxy or -math.inf) > (
+            bool(best.checkpoint),
+            best.proxy or -math.inf,
+        ):
+            early[key] = r
+    done_before = dict(done_before or {})
     points, sources = [], []
     for cfg in shortlist:
         source = early.get(space.config_key(cfg))
         if source is None:
             continue  # ran to full fidelity already (or failed): its own result stands
-        # every point has the same keys: Tune resolves points_to_evaluate against param_space
-        config = {**cfg, RESUME_KEY: "", PROMOTED_FROM_KEY: ""}
+        if source.trial_id in done_before:  # promoted by the execution this one resumes
+            t = done_before[source.trial_id]
+            result.promoted[t] = source.trial_id
+            _count_saved(result, t, source, callback, tag=False)
+            continue
+        config = dict(cfg)
         if source.checkpoint:
             config[RESUME_KEY] = source.checkpoint
             config[PROMOTED_FROM_KEY] = source.trial_id
@@ -793,9 +863,8 @@ def _promote(
         return
     tuner = tune.Tuner(
         make_trainable(spec, space.constants, storage, full_fidelity=True),
-        param_space=dict(points[0]),
         tune_config=tune.TuneConfig(
-            search_alg=BasicVariantGenerator(points_to_evaluate=[dict(p) for p in points]),
+            search_alg=_list_searcher(points),
             num_samples=len(points),
             max_concurrent_trials=spec.budget.max_concurrent,
             metric=M.OBJECTIVE,
@@ -813,11 +882,17 @@ def _promote(
         source = by_key.get(space.config_key(cfg))
         result.promoted[t] = source.trial_id if source is not None else ""
         if source is not None and source.checkpoint:
-            saved = source.cost_s
-            result.cost_saved_s += saved
-            rid = callback.runs.get(t)
-            if rid:
-                callback.tracker.set_tags(rid, {M.TAG_COST_SAVED: f"{saved:.2f}"})
+            _count_saved(result, t, source, callback, tag=True)
+
+
+def _count_saved(result: JobResult, t: str, source: Any, callback: Any, tag: bool) -> None:
+    """Credit promoted trial ``t`` with its source's prefix, which it did not recompute."""
+    saved = float(source.cost_s)
+    result.saved_by[t] = saved
+    result.cost_saved_s += saved
+    rid = callback.runs.get(t)
+    if tag and rid:
+        callback.tracker.set_tags(rid, {M.TAG_COST_SAVED: f"{saved:.2f}"})
 
 
 def _space_size(space: Any) -> float:
@@ -865,7 +940,9 @@ def _summarise(result: JobResult, cb: Any, constants: dict[str, Any], tracker: T
         "mlflow_run_id": cb.runs.get(best_tid),
         "status": cb.status.get(best_tid),
         "promoted_from": result.promoted.get(best_tid),
-        "cost_saved_s": round(result.cost_saved_s, 2) if best_tid in result.promoted else None,
+        "cost_saved_s": (
+            round(result.saved_by[best_tid], 2) if best_tid in result.saved_by else None
+        ),
         "config": full,
     }
     tracker.log_text(parent, yaml.safe_dump(doc, sort_keys=False), M.ARTIFACT_BEST)
@@ -943,8 +1020,7 @@ def format_summary(res: JobResult) -> str:
         lines.append(
             f"promoted {len(res.promoted)} early-stopped "
             f"trial{'s' if len(res.promoted) != 1 else ''} to full fidelity (the searcher's "
-            f"recommendation first); {res.cost_saved_s:.1f} trial-seconds of their prefixes "
-            "not recomputed"
+            f"shortlist); {res.cost_saved_s:.1f} trial-seconds of their prefixes not recomputed"
         )
     lines += res.transfer
     if res.prior_top is not None:

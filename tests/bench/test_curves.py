@@ -13,7 +13,7 @@ import pytest
 
 from autopipe import metrics as M
 from autopipe.bench import direct as direct_mod
-from autopipe.bench.core import TaskContext, TaskTruth, Trace, logo_benchmark
+from autopipe.bench.core import Eval, TaskContext, TaskTruth, Trace, logo_benchmark
 from autopipe.bench.direct import DirectReplayRunner
 from autopipe.bench.methods import Method, get_methods
 from autopipe.bench.replay import RUNG_SCORE, CurveReplay
@@ -167,14 +167,20 @@ def test_promotion_runs_the_shortlist_in_full_and_keeps_the_best(curve_history: 
     finals = [replay.final(k) for k in keys]
     # the replay's full run of a configuration: its objective (maximized) and cost
     assert finals[0] == (pytest.approx(float(runs.iloc[0]["y"])), pytest.approx(1.0))
-    trace = resolve_promotions(Trace(), {5: keys, 3: keys[0]}, replay)
+    # 5 early-stopped evaluations that cost nothing, so the score's cost is the promotions'
+    evals = [Eval(keys[i % 3], 0.5, 0.0, None) for i in range(5)]
+    trace = resolve_promotions(Trace(evals=evals), {5: keys, 3: keys[0]}, replay)
     best = max(range(3), key=lambda i: finals[i][0])
     # three configurations run in full: the best full result is recommended ...
-    assert trace.recs[5] == keys[best]
+    assert trace.recs[5] == keys[best] and trace.promoted[5] == keys
     # ... and their three full runs replace the recommendation's one full run in the cost
-    assert trace.rec_cost[5] == pytest.approx(sum(c for _, c in finals))
+    truth = TaskTruth.from_history(curve_history, task)
+    one = sum(truth.cost[k] for k in keys[:1]) / truth.unit_cost
+    three = sum(truth.cost[k] for k in keys) / truth.unit_cost
+    assert trace.score(truth, 5)[1] == pytest.approx(three)
     # a single recommendation is kept as it is, charged one full run as before
-    assert trace.recs[3] == keys[0] and 3 not in trace.rec_cost
+    assert trace.recs[3] == keys[0] and 3 not in trace.promoted
+    assert trace.score(truth, 3)[1] == pytest.approx(one)
     with pytest.raises(DataError, match="--promote must be >= 1, but got 0"):
         logo_benchmark(
             curve_history, get_methods(["random"]), DirectReplayRunner(), [3], 1, 3, promote=0

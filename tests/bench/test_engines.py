@@ -119,10 +119,11 @@ def test_direct_engine_matches_ray_tune_on_curves() -> None:
         assert [(e.key, e.fraction, e.cost, e.observed, e.rung) for e in a.evals] == [
             (e.key, e.fraction, e.cost, e.observed, e.rung) for e in b.evals
         ], key
-        assert a.recs == b.recs and a.rec_cost == b.rec_cost, key
+        assert a.recs == b.recs and a.promoted == b.promoted, key
     # AutoPipe's end: 3 early-stopped configurations run in full, each charged a full run
     ap = direct[("autopipe", "t0", 0)]
-    assert set(ap.rec_cost) == {3, 5} and all(c > 0 for c in ap.rec_cost.values())
+    assert set(ap.promoted) == {3, 5} and all(len(v) == 3 for v in ap.promoted.values())
+    assert all(ap.recs[k] in ap.promoted[k] for k in (3, 5))
     # AutoPipe stopped every trial at 0.5; ASHA cut some trials below a full run
     assert {e.fraction for e in direct[("autopipe", "t0", 0)].evals} == {0.5}
     assert min(e.fraction for e in direct[("asha", "t0", 0)].evals) < 1.0

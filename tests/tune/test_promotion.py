@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -28,12 +29,23 @@ def test_early_stop_and_promotion(tmp_path: Path) -> None:
         space={
             "sft": {"lr": 3.0e-3, "steps": 24, "batch_size": {"choices": [8, 16]}},
             "rl": {
-                "algorithm": "grpo",
+                "algorithm": {"choices": ["dpo", "grpo"]},
                 "lr": 5.0e-5,
                 "beta": 0.02,
                 "num_generations": 4,
+                "temperature": {"low": 0.7, "high": 1.0},  # GRPO only: a conditional parameter
                 "batch_size": 8,
                 "steps": 2,
+            },
+        },
+        # one DPO and one GRPO configuration: the promoted trials have different parameters
+        search={
+            "algorithm": "design",
+            "options": {
+                "configs": [
+                    {"sft.batch_size": 8, "rl.algorithm": "dpo"},
+                    {"sft.batch_size": 16, "rl.algorithm": "grpo", "rl.temperature": 0.9},
+                ]
             },
         },
     )
@@ -55,6 +67,9 @@ def test_early_stop_and_promotion(tmp_path: Path) -> None:
         x.data.tags[M.TAG_TRIAL_ID] for x in early
     )
     for promoted in done:
+        # each promoted run keeps its own configuration: DPO has no sampling temperature
+        grpo = promoted.data.params["rl.algorithm"] == "grpo"
+        assert ("rl.temperature" in promoted.data.params) == grpo
         assert float(promoted.data.tags[M.TAG_COST_SAVED]) > 0
         steps = [m.step for m in c.get_metric_history(promoted.info.run_id, M.TRAIN_LOSS)]
         fr = c.get_metric_history(promoted.info.run_id, M.FRACTION)
@@ -65,4 +80,7 @@ def test_early_stop_and_promotion(tmp_path: Path) -> None:
     best = read_best(Tracker(store), job="promo")
     assert best["value"] == top and best["mlflow_run_id"] in winners
     assert best["promoted_from"] == winners[best["mlflow_run_id"]].data.tags[M.TAG_PROMOTED_FROM]
+    assert best["cost_saved_s"] == pytest.approx(
+        float(winners[best["mlflow_run_id"]].data.tags[M.TAG_COST_SAVED]), abs=0.01
+    )  # the winner's own saved prefix, not the job's total
     assert yaml.safe_dump(best["config"])

@@ -44,7 +44,8 @@ def test_early_stopped_trials_release_cpus_beside_another_ray(
     runs = c.search_runs([c.get_experiment_by_name("two-rays").experiment_id])
     trials = [x for x in runs if x.data.tags.get(M.TAG_ROLE) == "trial"]
     statuses = sorted(x.data.tags.get(M.TAG_STATUS) for x in trials)
-    # every proposed trial ran to its early-stop point, and the best one was resumed to the end
+    # every proposed trial ran to its early-stop point, and the shortlisted ones were resumed to
+    # the end
     assert statuses.count(M.STATUS_EARLY_STOPPED) + statuses.count(M.STATUS_COMPLETED) == len(
         statuses
     )
