@@ -837,10 +837,7 @@ def _promote(
         best = early.get(key)
         # the same configuration stopped twice (a design with repeats): resume one that can be
         # resumed, with the better proxy
-        if best is None or (bool(r.checkpoint), r.proxy or -math.inf) > (
-            bool(best.checkpoint),
-            best.proxy or -math.inf,
-        ):
+        if best is None or _resumable_rank(r) > _resumable_rank(best):
             early[key] = r
     done_before = dict(done_before or {})
     points, sources = [], []
@@ -883,6 +880,12 @@ def _promote(
         result.promoted[t] = source.trial_id if source is not None else ""
         if source is not None and source.checkpoint:
             _count_saved(result, t, source, callback, tag=True)
+
+
+def _resumable_rank(r: Any) -> tuple[bool, float]:
+    """Order of early-stopped trials of one configuration: one with a checkpoint first, then
+    the better proxy (a trial without a proxy last)."""
+    return bool(r.checkpoint), -math.inf if r.proxy is None else float(r.proxy)
 
 
 def _count_saved(result: JobResult, t: str, source: Any, callback: Any, tag: bool) -> None:

@@ -94,3 +94,16 @@ def test_resume_accepts_a_run_recorded_before_a_new_field(tmp_path: Path) -> Non
         SpecError, match=r"differs from the run being resumed .* in budget\.promote"
     ):
         _check_same_spec(tracker, parent, spec)  # promote 2 is a change
+
+
+def test_a_repeated_configuration_resumes_its_best_stopped_trial() -> None:
+    from autopipe.tune.runner import _resumable_rank
+
+    space = parse_spec(SPEC).to_space()
+    a = space.validate({"sft.batch_size": 8, "rl.algorithm": "dpo"})
+    zero, lower = _record("e1", a, 0.0, 1.0), _record("e2", a, -0.5, 1.0)
+    no_ckpt = _record("e3", a, 2.0, 1.0)
+    no_ckpt.checkpoint = None
+    # a checkpoint beats a better proxy without one; a proxy of 0.0 beats -0.5
+    assert sorted([lower, no_ckpt, zero], key=_resumable_rank)[-1] is zero
+    assert _resumable_rank(no_ckpt) < _resumable_rank(lower)
