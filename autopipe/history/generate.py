@@ -144,7 +144,7 @@ def job_spec(
 
 def ended_configs(tracking_uri: str | None, experiment: str, job_name: str, space: Space) -> set:
     """Configuration keys of the trials of ``job_name`` that ended (completed or failed)."""
-    from autopipe.history.mlflow_reader import _parse_param
+    from autopipe.history.mlflow_reader import parse_param
     from autopipe.tracking import open_client
 
     client = open_client(tracking_uri)  # the store run_job writes to
@@ -164,7 +164,7 @@ def ended_configs(tracking_uri: str | None, experiment: str, job_name: str, spac
         for p in space.params:
             text = r.data.params.get(p.name)
             if text is not None:
-                cfg[p.name] = _parse_param(p, text, f"mlflow:{experiment}", r.info.run_id)
+                cfg[p.name] = parse_param(p, text, f"mlflow:{experiment}", r.info.run_id)
         done.add(space.config_key(space.complete(cfg)))
     return done
 

@@ -88,7 +88,7 @@ def _read_experiment(
         row: dict[str, Any] = {"run_id": r.info.run_id, "task": dataset}
         params = r.data.params
         for p in space.params:
-            row[p.name] = _parse_param(p, params.get(p.name), where, r.info.run_id)
+            row[p.name] = parse_param(p, params.get(p.name), where, r.info.run_id)
         row["seed"] = int(float(params["seed"])) if "seed" in params else 0
         failed = status == M.STATUS_FAILED
         row[Y] = math.nan if failed else float(r.data.metrics.get(M.OBJECTIVE, math.nan))
@@ -200,7 +200,7 @@ def _read_jobs(
     return space, metas
 
 
-def _parse_param(p: Param, text: str | None, where: str, run_id: str) -> Any:
+def parse_param(p: Param, text: str | None, where: str, run_id: str) -> Any:
     """An MLflow param string -> the parameter's value (missing -> NaN / None)."""
     if text is None or text in ("None", "nan", ""):
         return None if p.is_categorical else math.nan

@@ -1,6 +1,7 @@
 """The job's budget: stop proposing once the trials' cost (early-stopped trials counted at
 their fraction, since that is what they ran) plus a reserve for the final full-fidelity runs
-(``budget.promote`` of them) reaches the cost cap. Ray-free; ``max_trials`` is enforced by Ray Tune's ``num_samples``."""
+(``budget.promote`` of them) reaches the cost cap. Ray-free; ``max_trials`` is enforced by Ray
+Tune's ``num_samples``."""
 
 from __future__ import annotations
 

@@ -108,7 +108,7 @@ def promotions_done(
     completed promoted trial id, promoted trial id -> configuration read from its params)``.
     Their trials are not in the restored Tune experiment (promotion runs its own), so the job
     learns them here and does not run them again."""
-    from autopipe.history.mlflow_reader import _parse_param
+    from autopipe.history.mlflow_reader import parse_param
 
     done: dict[str, str] = {}
     configs: dict[str, dict[str, Any]] = {}
@@ -117,7 +117,7 @@ def promotions_done(
             continue
         done[t.promoted_from] = tid
         configs[tid] = {
-            p.name: _parse_param(p, t.params[p.name], "resume", t.run_id)
+            p.name: parse_param(p, t.params[p.name], "resume", t.run_id)
             for p in space.params
             if p.name in t.params
         }
