@@ -63,6 +63,8 @@ def synthetic_history() -> History:
 @pytest.fixture(scope="module")
 def ray_local():
     ray.init(
+        # never attach to another Ray on this machine (or a stale ray_current_cluster file)
+        address="local",
         num_cpus=2,
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
