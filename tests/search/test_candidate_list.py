@@ -52,3 +52,17 @@ def test_a_bad_candidate_is_named() -> None:
         get_core_factory("autopipe")(mixed_space(), seed=0, candidates=bad)
     with pytest.raises(SpaceError, match=r"^search.options.candidates must list at least one"):
         get_core_factory("random")(mixed_space(), seed=0, candidates=[])
+
+
+def test_autopipe_warm_start_stays_in_the_priors_top_10k_of_a_large_list() -> None:
+    # 6,000 candidates: the design is drawn from the prior's top 10 x warm_start (40), not from
+    # a share of the list (1 % would be 60), so a large grid does not dilute the warm start
+    space = mixed_space()
+    big = space.sample_many(6000, np.random.default_rng(5))
+    core = get_core_factory("autopipe")(
+        space, seed=1, candidates=big, prior=FakePrior(), warm_start=4, max_fit_iter=5
+    )
+    s = FakePrior().score_features(None, space.encode(big))
+    top40 = {space.config_key(big[i]) for i in np.argsort(-s)[:40]}
+    warm = [space.config_key(core.propose(f"w{i}")) for i in range(4)]
+    assert set(warm) <= top40 and len(set(warm)) == 4
