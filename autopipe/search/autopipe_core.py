@@ -412,8 +412,8 @@ class AutoPipeCore(ModelBasedCore):
     prior's top while the residual was still unknown. 1.0 (a one-sided 84% bound) -> 0.25 keeps
     exploration on the prior's scale; with the narrower warm start (:data:`WARM_TOP_FACTOR`) it
     moved AutoPipe's mean regret on hpobench from 0.114 / 0.121 to 0.110 / 0.100 and on hpolib
-    from 0.016 / 0.006 to 0.012 / 0.005 at 15 / 50 evaluations (10 seeds per task); the tinypost
-    replay (early stop, shortlist promotion) did not change. A distrusted prior (``tau`` -> 0)
+    from 0.016 / 0.006 to 0.012 / 0.005 at 15 / 50 evaluations (10 seeds per task); on the
+    tinypost replay (early stop, shortlist promotion) no regret changed. A distrusted prior (``tau`` -> 0)
     doubles it back.
     """
 
