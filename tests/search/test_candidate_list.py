@@ -34,14 +34,22 @@ def test_proposals_stay_on_the_list_until_it_is_exhausted(algo: str) -> None:
     assert set(got) == keys and len(got) == len(keys)
 
 
-def test_autopipe_warm_start_comes_from_the_priors_top_of_a_small_list() -> None:
-    space, short = mixed_space(), _shortlist(40)
+def _warm_start_and_prior_top(
+    configs: list[dict], seed: int, n_top: int
+) -> tuple[list[tuple], set[tuple]]:
+    """AutoPipe's 4 warm-start proposals over ``configs`` (fake prior) and the prior's top
+    ``n_top`` of them, as configuration keys."""
+    space = mixed_space()
     core = get_core_factory("autopipe")(
-        space, seed=0, candidates=short, prior=FakePrior(), warm_start=4, max_fit_iter=5
+        space, seed=seed, candidates=configs, prior=FakePrior(), warm_start=4, max_fit_iter=5
     )
-    s = FakePrior().score_features(None, space.encode(short))
-    top_quarter = {space.config_key(short[i]) for i in np.argsort(-s)[:10]}
-    warm = [space.config_key(core.propose(f"w{i}")) for i in range(4)]
+    s = FakePrior().score_features(None, space.encode(configs))
+    top = {space.config_key(configs[i]) for i in np.argsort(-s)[:n_top]}
+    return [space.config_key(core.propose(f"w{i}")) for i in range(4)], top
+
+
+def test_autopipe_warm_start_comes_from_the_priors_top_of_a_small_list() -> None:
+    warm, top_quarter = _warm_start_and_prior_top(_shortlist(40), seed=0, n_top=10)
     # diverse, but among the prior's top quarter of the 40, not spread over all of them
     assert set(warm) <= top_quarter and len(set(warm)) == 4
 
@@ -57,12 +65,6 @@ def test_a_bad_candidate_is_named() -> None:
 def test_autopipe_warm_start_stays_in_the_priors_top_10k_of_a_large_list() -> None:
     # 6,000 candidates: the design is drawn from the prior's top 10 x warm_start (40), not from
     # a share of the list (1 % would be 60), so a large grid does not dilute the warm start
-    space = mixed_space()
-    big = space.sample_many(6000, np.random.default_rng(5))
-    core = get_core_factory("autopipe")(
-        space, seed=1, candidates=big, prior=FakePrior(), warm_start=4, max_fit_iter=5
-    )
-    s = FakePrior().score_features(None, space.encode(big))
-    top40 = {space.config_key(big[i]) for i in np.argsort(-s)[:40]}
-    warm = [space.config_key(core.propose(f"w{i}")) for i in range(4)]
+    big = mixed_space().sample_many(6000, np.random.default_rng(5))
+    warm, top40 = _warm_start_and_prior_top(big, seed=1, n_top=40)
     assert set(warm) <= top40 and len(set(warm)) == 4
