@@ -7,6 +7,7 @@ subclasses for bad input. Nothing here starts Ray.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -84,6 +85,12 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-meta", action="store_true", help="ignore dataset meta-features (config + prefix only)"
     )
+    p.add_argument(
+        "--linear-alpha",
+        default="0.01",
+        help="ridge penalty of the linear base the trees start from, per training row; "
+        "'none': trees only (default 0.01)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=1, help="XGBoost threads (default 1)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (for mlflow: sources)")
@@ -97,8 +104,22 @@ def _predictor_config(args: argparse.Namespace) -> Any:
             raise DataError(f"{name} must be >= 1, but got {v}")
     if args.seed < 0:
         raise DataError(f"--seed must be >= 0, but got {args.seed}")
+    alpha: float | None = None
+    if str(args.linear_alpha).lower() != "none":
+        try:
+            alpha = float(args.linear_alpha)
+        except ValueError:
+            alpha = math.nan
+        if not (alpha > 0 and math.isfinite(alpha)):
+            raise DataError(
+                f"--linear-alpha must be a number > 0 or 'none', but got {args.linear_alpha!r}"
+            )
     return PredictorConfig(
-        n_models=args.models, use_meta=not args.no_meta, seed=args.seed, n_jobs=args.jobs
+        n_models=args.models,
+        use_meta=not args.no_meta,
+        seed=args.seed,
+        n_jobs=args.jobs,
+        linear_alpha=alpha,
     )
 
 

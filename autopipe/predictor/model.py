@@ -23,12 +23,18 @@ peers of its task, so the model sees every peer count it meets live and learns h
 the ranks at each. LOTO on the first 156 runs of the post-training history (4 tasks), f = 0.5:
 Spearman 0.843 with raw features only, 0.910 with peer ranks over the whole task; the last
 observed eval loss gives 0.894.
+
+Linear base (``linear_alpha``): each member's trees are boosted from a ridge regression on the
+prefix features, their peer ranks and ``p`` (:class:`LinearBase`), so a task's trials are ordered
+by the raw values' within-task differences even where the trees' thresholds, learned on other
+tasks' loss levels, put them all in one leaf.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,6 +62,10 @@ TARGETS = ("rank", "standard")  # how the final objective is z-scored within a t
 PRIOR_FEATURE = "prior_z"
 REL_PREFIX = "rel:"
 REL_COUNT = "rel:n_peers"
+# NOTE: the linear base's standardized inputs are clipped to +-3 so a diverged run's prefix (a
+# loss of 5 among 2s) cannot set its slopes; on scan_llm at f = 0.25 (5-fold, seeds 0-2) the
+# direct variant's Spearman was 0.936 unclipped, 0.940 clipped, 0.957 with trees only.
+LINEAR_CLIP = 3.0
 
 
 @dataclass
@@ -95,6 +105,15 @@ class PredictorConfig:
     relative: bool = True
     relative_max_peers: int = 16  # the most peers a training row is ranked among
     relative_copies: int = 3  # training rows per run, each with its own random peers
+    # Linear base (LinearBase): each member's trees start from a ridge fit of the target on the
+    # standardized prefix features, their peer ranks and the prior's z-score, penalty
+    # linear_alpha * rows; None: trees only (old sidecars load with None).
+    # NOTE: Spearman of the proxy, mean of seeds 0-2, residual / direct, linear base vs trees only:
+    # tinypost LOTO at f = 0.5 0.740 / 0.743 vs 0.709 / 0.711; scan_llm 5-fold, runs with a prefix,
+    # f = 0.25 0.928 / 0.940 vs 0.938 / 0.957, f = 0.1 (23 runs) 0.774 / 0.798 vs 0.710 / 0.702.
+    # Penalties 0.001-1 on tinypost at seed 0: 0.734-0.748; a base on every column (configuration
+    # and meta-features too) 0.742 / 0.738 there; demeaning within tasks did not help.
+    linear_alpha: float | None = 0.01
 
     def validate(self) -> None:
         for name in ("n_models", "n_estimators", "max_depth", "n_jobs", "relative_copies"):
@@ -110,6 +129,8 @@ class PredictorConfig:
             raise DataError(f"relative_max_peers must be >= 1, but got {self.relative_max_peers}")
         if not (self.variance_floor > 0):
             raise DataError(f"variance_floor must be > 0, but got {self.variance_floor}")
+        if self.linear_alpha is not None and not (self.linear_alpha > 0):
+            raise DataError(f"linear_alpha must be > 0 or None, but got {self.linear_alpha}")
 
     def xgb_kwargs(self, seed: int) -> dict[str, Any]:
         return {
@@ -234,6 +255,69 @@ def reached(fr: np.ndarray, fraction: float) -> bool:
     return bool(fr.size) and float(fr.max()) >= fraction - FRACTION_TOL
 
 
+# --------------------------------------------------------------------------- linear base
+@dataclass
+class LinearBase:
+    """A ridge regression that a member's trees start from (their ``base_margin``).
+
+    It reads the columns ``cols`` of the assembled rows (the prefix features, their peer ranks
+    and, for the residual variant, the prior's z-score), standardized by the training rows' mean
+    ``mu`` and std ``sd`` (NaN -> 0, the mean; clipped to +-:data:`LINEAR_CLIP`), with penalty
+    ``alpha * rows``. Why: trees split a
+    raw eval loss at thresholds learned on other tasks' loss levels, so a new task's trials often
+    share a leaf and the trees cannot order them; a linear term orders them at the resolution of
+    the raw values (see ``PredictorConfig.linear_alpha`` for what it measured)."""
+
+    mu: np.ndarray
+    sd: np.ndarray
+    w: np.ndarray
+    b: float
+    cols: np.ndarray  # the columns of the assembled rows it reads
+
+    @classmethod
+    def fit(cls, X: np.ndarray, y: np.ndarray, alpha: float, cols: np.ndarray) -> LinearBase:
+        cols = np.asarray(cols, dtype=np.int64)
+        X = np.asarray(X, dtype=float)[:, cols]
+        y = np.asarray(y, dtype=float)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+            mu = np.nanmean(X, axis=0)
+            sd = np.nanstd(X, axis=0)
+        mu = np.where(np.isfinite(mu), mu, 0.0)
+        sd = np.where(np.isfinite(sd) & (sd > 1e-12), sd, 1.0)
+        Z = _standardize(X, mu, sd)
+        A = Z.T @ Z + alpha * len(Z) * np.eye(Z.shape[1])
+        w = np.linalg.solve(A, Z.T @ (y - y.mean()))
+        return cls(mu=mu, sd=sd, w=w, b=float(y.mean()), cols=cols)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        Xc = np.asarray(X, dtype=float)[:, self.cols]
+        return self.b + _standardize(Xc, self.mu, self.sd) @ self.w
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cols": self.cols.tolist(),
+            "mu": self.mu.tolist(),
+            "sd": self.sd.tolist(),
+            "w": self.w.tolist(),
+            "b": self.b,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> LinearBase:
+        arr = {k: np.asarray(d[k], dtype=float) for k in ("mu", "sd", "w")}
+        cols = np.asarray(d["cols"], dtype=np.int64)
+        if not (len(arr["mu"]) == len(arr["sd"]) == len(arr["w"]) == len(cols)):
+            raise DataError("linear base: cols, mu, sd and w must have one length")
+        return cls(b=float(d["b"]), cols=cols, **arr)
+
+
+def _standardize(X: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        Z = (X - mu) / sd
+    return np.clip(np.where(np.isfinite(Z), Z, 0.0), -LINEAR_CLIP, LINEAR_CLIP)
+
+
 # --------------------------------------------------------------------------- model
 @dataclass
 class EarlyPredictor:
@@ -255,6 +339,7 @@ class EarlyPredictor:
     objective: str = "objective"
     mode: str = "max"
     training: dict[str, Any] = field(default_factory=dict)
+    linear: list[LinearBase] = field(default_factory=list)  # one per member, or none
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -263,6 +348,11 @@ class EarlyPredictor:
         unknown = [n for n in self.prefix_kept if n not in index]
         if unknown:
             raise DataError(f"prefix_kept names unknown prefix features {unknown[:5]}")
+        if self.linear and len(self.linear) != len(self.members):
+            raise DataError(
+                f"linear must have one base per member ({len(self.members)}), "
+                f"but got {len(self.linear)}"
+            )
         self._prefix_idx = np.array([index[n] for n in self.prefix_kept], dtype=np.int64)
 
     @property
@@ -379,6 +469,9 @@ class EarlyPredictor:
         )
         target_rows = np.tile(target, copies)
         run_of_row = np.tile(np.arange(n), copies)
+        lin_cols = np.arange(len(model.prefix_kept) + len(model.relative_names))
+        if variant == RESIDUAL:  # the prior's z-score is the last column
+            lin_cols = np.r_[lin_cols, X.shape[1] - 1]
 
         oob_sum = np.zeros(n)
         oob_cnt = np.zeros(n)
@@ -387,12 +480,17 @@ class EarlyPredictor:
             bag = np.sort(rng.choice(n, size=max(2, round(config.bag_fraction * n)), replace=False))
             in_bag = np.isin(run_of_row, bag)
             m = XGBRegressor(**config.xgb_kwargs(config.seed + k))
-            m.fit(X[in_bag], target_rows[in_bag])
+            base = None
+            if config.linear_alpha is not None:
+                lin = LinearBase.fit(X[in_bag], target_rows[in_bag], config.linear_alpha, lin_cols)
+                model.linear.append(lin)
+                base = lin.predict(X[in_bag])
+            m.fit(X[in_bag], target_rows[in_bag], base_margin=base)
             model.members.append(m)
             if not in_bag.all():
                 # a held-out run's copies (different peers) all count toward its OOB prediction
                 out_rows = np.flatnonzero(~in_bag)
-                got = m.predict(X[out_rows]).astype(float)
+                got = model._member_predict(k, X[out_rows])
                 np.add.at(oob_sum, run_of_row[out_rows], got)
                 np.add.at(oob_cnt, run_of_row[out_rows], 1)
         has = oob_cnt > 0
@@ -413,6 +511,11 @@ class EarlyPredictor:
             "prefix_dropped": dict(prefix_filter.dropped),
         }
         return model
+
+    def _member_predict(self, k: int, X: np.ndarray) -> np.ndarray:
+        """Member ``k``'s prediction on assembled rows ``X``: its trees on top of its linear base."""
+        base = self.linear[k].predict(X) if self.linear else None
+        return self.members[k].predict(X, base_margin=base).astype(float)
 
     def _training_ranks(
         self, P: np.ndarray, tasks: np.ndarray, is_peer: np.ndarray, rng: np.random.Generator
@@ -480,7 +583,7 @@ class EarlyPredictor:
         if len(P) == 0:
             return np.zeros(0), np.zeros(0)
         X = self._assemble(P, X_cfg, M, prior_z, R)
-        preds = np.stack([m.predict(X).astype(float) for m in self.members])
+        preds = np.stack([self._member_predict(k, X) for k in range(len(self.members))])
         mean = preds.mean(axis=0)
         var = np.maximum(preds.var(axis=0, ddof=1) if len(preds) > 1 else 0.0, self.floor)
         if self.variant == RESIDUAL:
@@ -634,6 +737,7 @@ class EarlyPredictor:
             "mode": self.mode,
             "config": asdict(self.config),
             "models": models,
+            "linear": [lin.to_json() for lin in self.linear],
             "training": _json_safe(self.training),
         }
         (root / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
@@ -657,7 +761,9 @@ class EarlyPredictor:
             meta_filter=FeatureFilter.from_json(d["meta_filter"]),
             members=[],
             floor=float(d["floor"]),
-            config=PredictorConfig.from_json({"relative": False, **d.get("config", {})}),
+            config=PredictorConfig.from_json(
+                {"relative": False, "linear_alpha": None, **d.get("config", {})}
+            ),
             objective=str(d.get("objective", "objective")),
             mode=str(d.get("mode", "max")),
             training=dict(d.get("training", {})),
@@ -678,6 +784,19 @@ class EarlyPredictor:
             raise DataError(
                 f"{root / SIDECAR}: models must name at least one model file, but got none"
             )
+        linear = d.get("linear") or []
+        if linear and len(linear) != len(model.members):
+            raise DataError(
+                f"{root / SIDECAR}: linear must have one base per model ({len(model.members)}), "
+                f"but got {len(linear)}"
+            )
+        for lin in linear:
+            base = LinearBase.from_json(lin)
+            if len(base.cols) and (base.cols.min() < 0 or base.cols.max() >= want):
+                raise DataError(
+                    f"{root / SIDECAR}: a linear base reads columns outside the {want} features"
+                )
+            model.linear.append(base)
         return model
 
 
@@ -739,6 +858,7 @@ __all__ = [
     "RESIDUAL",
     "VARIANTS",
     "EarlyPredictor",
+    "LinearBase",
     "PredictorConfig",
     "peer_ranks",
     "prior_scores",

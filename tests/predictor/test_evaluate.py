@@ -120,6 +120,13 @@ def test_cli_fit_and_evaluate(tmp_path, capsys) -> None:
     )
     assert rc == 0 and "direct predictor" in capsys.readouterr().out
     assert EarlyPredictor.load(out).fraction == 0.3
+    # the linear base is on by default; --linear-alpha none fits trees only
+    assert len(EarlyPredictor.load(out).linear) == EarlyPredictor.load(out).config.n_models
+    rc = cli_main(
+        ["predictor", "fit", "--history", str(table), "--fraction", "0.3", "--out",
+         str(tmp_path / "trees"), "--linear-alpha", "none"]
+    )  # fmt: skip
+    assert rc == 0 and EarlyPredictor.load(tmp_path / "trees").linear == []
     rc = cli_main(
         ["predictor", "evaluate", "--history", str(table), "--fraction", "0.3", "--folds", "2",
          "--models", "2", "--csv", str(tmp_path / "rows.csv")]
@@ -140,3 +147,8 @@ def test_cli_errors_exit_2(tmp_path, capsys) -> None:
     assert rc == 2 and "has no curves" in capsys.readouterr().err
     rc = cli_main(["predictor", "evaluate", "--history", str(table), "--fraction", "1.5"])
     assert rc == 2 and "--fraction must be in (0, 1], but got 1.5" in capsys.readouterr().err
+    rc = cli_main(["predictor", "evaluate", "--history", str(table), "--linear-alpha", "0"])
+    # a zero penalty is not a ridge (and 'none' is how to turn the base off)
+    assert rc == 2 and "--linear-alpha must be a number > 0 or 'none', but got '0'" in (
+        capsys.readouterr().err
+    )

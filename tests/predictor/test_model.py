@@ -20,6 +20,7 @@ from autopipe.predictor.model import (
     DIRECT,
     RESIDUAL,
     EarlyPredictor,
+    LinearBase,
     peer_ranks,
     run_targets,
     within_task_z,
@@ -194,21 +195,64 @@ def _scaled_tasks_history(scales=(1.0, 2.0, 3.0, 8.0), n=60, seed=0) -> History:
     return History(space=space, runs=frame, tasks=tasks, curves=pd.DataFrame(curves))
 
 
-def test_peer_ranks_transfer_to_a_task_with_unseen_scale() -> None:
-    h = _scaled_tasks_history()
+def _unseen_scale_rho(config, scales=(1.0, 2.0, 3.0, 8.0)) -> float:
+    """Spearman of the predictions vs. the truth on the held-out task (the last scale)."""
+    h = _scaled_tasks_history(scales)
     train = [r for r in h.runs["run_id"] if not r.startswith("t3-")]
     test = [r for r in h.runs["run_id"] if r.startswith("t3-")]
     y = h.runs.set_index("run_id").loc[test, "y"].to_numpy()
-    raw = EarlyPredictor.fit(h, 0.5, run_ids=train, config=replace(FAST, relative=False))
-    rel = EarlyPredictor.fit(h, 0.5, run_ids=train, config=FAST)
-    _, m_raw, _ = raw.predict_history(h, test)
-    _, m_rel, _ = rel.predict_history(h, test, n_peers=15)
-    rho_raw, rho_rel = spearmanr(m_raw, y).statistic, spearmanr(m_rel, y).statistic
+    model = EarlyPredictor.fit(h, 0.5, run_ids=train, config=config)
+    _, mean, _ = model.predict_history(h, test, n_peers=15)
+    return float(spearmanr(mean, y).statistic)
+
+
+def test_peer_ranks_transfer_to_a_task_with_unseen_scale() -> None:
+    trees = replace(FAST, linear_alpha=None)
+    rho_raw = _unseen_scale_rho(replace(trees, relative=False))
+    rho_rel = _unseen_scale_rho(trees)
     # ranked among 15 peers of its own task, the prefix orders the held-out task
     assert rho_rel > 0.9
     # raw values of the unseen scale fall outside the splits learned on the other tasks
-    # (seeds 0-2 of this history: 0.35-0.71 raw vs 0.94-0.98 ranked)
+    # (seeds 0-2 of this history: 0.35-0.71 raw vs 0.94-0.98 ranked, trees only)
     assert rho_rel > rho_raw + 0.2
+
+
+def test_linear_base_orders_a_task_the_trees_cannot() -> None:
+    # the held-out task's scale (3) lies between the training tasks' (1, 2, 8)
+    scales = (1.0, 2.0, 8.0, 3.0)
+    rho_trees = _unseen_scale_rho(replace(FAST, relative=False, linear_alpha=None), scales)
+    rho_linear = _unseen_scale_rho(replace(FAST, relative=False), scales)
+    # from the raw values alone, the linear base orders the held-out task: the loss slope is
+    # monotone in the hidden rate on every task, whatever the level, while the trees' splits
+    # sit at other tasks' levels (seeds 0-2 of this history: 0.99 with the base vs 0.15-0.84)
+    assert rho_linear > 0.95
+    assert rho_linear > rho_trees + 0.1
+    # with peer ranks as well it stays there
+    assert _unseen_scale_rho(FAST, scales) > 0.95
+
+
+def test_linear_base_by_hand() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    X[:, 2] = np.nan  # a feature that never reported
+    X[:5, 1] = np.nan  # and one with gaps
+    y = 2.0 * X[:, 0] + 0.05 * rng.normal(size=200)
+    base = LinearBase.fit(X, y, alpha=1e-4, cols=np.array([0, 1, 2]))
+    # the planted slope, in standardized units, and nothing on the other columns
+    assert base.w[0] == pytest.approx(2.0 * np.nanstd(X[:, 0]), rel=0.02)
+    assert abs(base.w[1]) < 0.05 and base.w[2] == 0.0
+    # missing values predict as the training mean of their column
+    row = np.array([[np.nan, np.nan, np.nan]])
+    assert base.predict(row)[0] == pytest.approx(base.b)
+    # a heavy penalty shrinks towards the mean target
+    flat = LinearBase.fit(X, y, alpha=1e4, cols=np.array([0, 1, 2]))
+    assert np.ptp(flat.predict(X)) < 0.01 * np.ptp(base.predict(X))
+    # it reads only its own columns of a wider row, and round-trips through JSON
+    wide = np.hstack([X, rng.normal(size=(200, 2))])
+    part = LinearBase.fit(wide, y, alpha=1e-4, cols=np.array([0, 1]))
+    back = LinearBase.from_json(json.loads(json.dumps(part.to_json())))
+    np.testing.assert_allclose(back.predict(wide), part.predict(wide))
+    np.testing.assert_allclose(part.predict(wide), base.predict(X), atol=0.02)
 
 
 def test_peer_ranks_by_hand() -> None:
@@ -239,6 +283,35 @@ def test_old_sidecar_without_peer_ranks_loads(tmp_path, slope_history: History) 
     loaded = EarlyPredictor.load(path)
     # an old predictor keeps its feature layout: no peer-rank columns
     assert not loaded.relative and not any(n.startswith("rel:") for n in loaded.feature_names)
+
+
+def test_old_sidecar_without_linear_base_loads(tmp_path, slope_history: History) -> None:
+    trees = EarlyPredictor.fit(slope_history, 0.3, config=replace(FAST, linear_alpha=None))
+    path = trees.save(tmp_path / "old")
+    side = json.loads((path / "predictor.json").read_text())
+    del side["config"]["linear_alpha"], side["linear"]  # as written before the linear base
+    (path / "predictor.json").write_text(json.dumps(side))
+    loaded = EarlyPredictor.load(path)
+    # an old predictor is trees only and predicts as it did
+    assert loaded.config.linear_alpha is None and loaded.linear == []
+    _, before, _ = trees.predict_history(slope_history)
+    _, after, _ = loaded.predict_history(slope_history)
+    np.testing.assert_allclose(after, before, atol=1e-6)
+
+
+def test_load_rejects_a_linear_base_that_does_not_fit(tmp_path, slope_history: History) -> None:
+    model = EarlyPredictor.fit(slope_history, 0.3, config=FAST)
+    path = model.save(tmp_path / "pred")
+    side = json.loads((path / "predictor.json").read_text())
+    # one base per model
+    (path / "predictor.json").write_text(json.dumps({**side, "linear": side["linear"][:1]}))
+    with pytest.raises(DataError, match="one base per model"):
+        EarlyPredictor.load(path)
+    # and only columns the model has
+    bad = [{**lin, "cols": [c + 1000 for c in lin["cols"]]} for lin in side["linear"]]
+    (path / "predictor.json").write_text(json.dumps({**side, "linear": bad}))
+    with pytest.raises(DataError, match="outside the"):
+        EarlyPredictor.load(path)
 
 
 def test_a_malformed_peer_report_costs_only_that_report(slope_history: History) -> None:
