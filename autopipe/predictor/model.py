@@ -111,8 +111,9 @@ class PredictorConfig:
     # NOTE: Spearman of the proxy, mean of seeds 0-2, residual / direct, linear base vs trees only:
     # tinypost LOTO at f = 0.5 0.740 / 0.743 vs 0.709 / 0.711; scan_llm 5-fold, runs with a prefix,
     # f = 0.25 0.928 / 0.940 vs 0.938 / 0.957, f = 0.1 (23 runs) 0.774 / 0.798 vs 0.710 / 0.702.
-    # Penalties 0.001-1 on tinypost at seed 0: 0.734-0.748; a base on every column (configuration
-    # and meta-features too) 0.742 / 0.738 there; demeaning within tasks did not help.
+    # Unclipped variants on tinypost at seed 0 (benchmarks/README.md): penalties 0.001-1,
+    # 0.734-0.748; a base on every column (configuration and meta-features too) at most 0.743;
+    # demeaning within tasks did not help.
     linear_alpha: float | None = 0.01
 
     def validate(self) -> None:
@@ -263,10 +264,10 @@ class LinearBase:
     It reads the columns ``cols`` of the assembled rows (the prefix features, their peer ranks
     and, for the residual variant, the prior's z-score), standardized by the training rows' mean
     ``mu`` and std ``sd`` (NaN -> 0, the mean; clipped to +-:data:`LINEAR_CLIP`), with penalty
-    ``alpha * rows``. Why: trees split a
-    raw eval loss at thresholds learned on other tasks' loss levels, so a new task's trials often
-    share a leaf and the trees cannot order them; a linear term orders them at the resolution of
-    the raw values (see ``PredictorConfig.linear_alpha`` for what it measured)."""
+    ``alpha * rows``. Why: trees split a raw eval loss at thresholds learned on other tasks' loss
+    levels, so a new task's trials often share a leaf and the trees cannot order them; a linear
+    term orders them at the resolution of the raw values (see ``PredictorConfig.linear_alpha``
+    for what it measured)."""
 
     mu: np.ndarray
     sd: np.ndarray
@@ -305,11 +306,17 @@ class LinearBase:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> LinearBase:
-        arr = {k: np.asarray(d[k], dtype=float) for k in ("mu", "sd", "w")}
-        cols = np.asarray(d["cols"], dtype=np.int64)
+        try:
+            arr = {k: np.asarray(d[k], dtype=float).reshape(-1) for k in ("mu", "sd", "w")}
+            cols = np.asarray(d["cols"], dtype=np.int64).reshape(-1)
+            b = float(d["b"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(
+                f"linear base must have numeric cols, mu, sd, w and b, but got {e!r}"
+            ) from None
         if not (len(arr["mu"]) == len(arr["sd"]) == len(arr["w"]) == len(cols)):
             raise DataError("linear base: cols, mu, sd and w must have one length")
-        return cls(b=float(d["b"]), cols=cols, **arr)
+        return cls(b=b, cols=cols, **arr)
 
 
 def _standardize(X: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> np.ndarray:

@@ -312,6 +312,11 @@ def test_load_rejects_a_linear_base_that_does_not_fit(tmp_path, slope_history: H
     (path / "predictor.json").write_text(json.dumps({**side, "linear": bad}))
     with pytest.raises(DataError, match="outside the"):
         EarlyPredictor.load(path)
+    # and every field it needs
+    bad = [{k: v for k, v in lin.items() if k != "w"} for lin in side["linear"]]
+    (path / "predictor.json").write_text(json.dumps({**side, "linear": bad}))
+    with pytest.raises(DataError, match="linear base must have numeric cols, mu, sd, w and b"):
+        EarlyPredictor.load(path)
 
 
 def test_a_malformed_peer_report_costs_only_that_report(slope_history: History) -> None:
