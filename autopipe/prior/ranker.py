@@ -28,6 +28,7 @@ from autopipe.space import Space
 
 FORMAT = "autopipe-prior/1"
 SIDECAR = "prior.json"
+COST_MODEL = "cost.ubj"
 
 
 @dataclass
@@ -55,6 +56,11 @@ class RankerConfig:
     filter_min_variance: float = 1e-3
     filter_max_abs_corr: float = 0.95
     filter_max_missing: float = 0.5
+    # A cost model beside the ranker (:meth:`RankingPrior.log_cost_features`): each
+    # configuration's log cost relative to its task's mean log cost, for cost-aware search
+    # (``search.cost_weight``). Fitted when the history has positive finite costs.
+    fit_cost: bool = True
+    cost_estimators: int = 200
 
     def ranker_params(self, seed: int) -> dict[str, Any]:
         """Keyword arguments of ``xgboost.XGBRanker`` (the same booster as :meth:`xgb_params`)."""
@@ -142,6 +148,8 @@ class RankingPrior:
     objective: str = "objective"
     mode: str = "max"
     training: dict[str, Any] = field(default_factory=dict)
+    # XGBoost booster of the relative log cost (see :meth:`log_cost_features`), or None
+    cost_model: Any = None
 
     # ----------------------------------------------------------------- fit
     @classmethod
@@ -176,7 +184,9 @@ class RankingPrior:
                 continue
             X = history.encode(ct)
             m = meta_filter.apply(history.meta_features(t))
-            per_task.append((t, X, m, ct["y_max"].to_numpy(dtype=float)))
+            per_task.append(
+                (t, X, m, ct["y_max"].to_numpy(dtype=float), ct["cost"].to_numpy(dtype=float))
+            )
         if not per_task:
             raise DataError(
                 f"{history.where}: no task has 2 or more configurations with a finite objective to rank"
@@ -184,11 +194,12 @@ class RankingPrior:
 
         boosters = []
         n_rows = 0
+        cost_model, cost_rows = _fit_cost_model(per_task, config) if config.fit_cost else (None, 0)
         for k in range(config.n_models):
             seed = config.seed + k
             rng = np.random.default_rng([config.seed, k])
             Xs, labels, qid = [], [], []
-            for q, (_, X, m, y) in enumerate(per_task):
+            for q, (_, X, m, y, _) in enumerate(per_task):
                 idx = even_subsample(y, config.max_configs_per_task, rng)
                 Xs.append(_join(X[idx], m))
                 labels.append(relevance_labels(y[idx], config.n_label_bins))
@@ -210,7 +221,9 @@ class RankingPrior:
                 "history": history.where,
                 "tasks": [t for t, *_ in per_task],
                 "rows_per_model": n_rows,
+                "cost_rows": cost_rows,
             },
+            cost_model=cost_model,
         )
 
     # ----------------------------------------------------------------- score
@@ -246,6 +259,21 @@ class RankingPrior:
         s = np.mean([zscore(b.predict(d).astype(float)) for b in self.boosters], axis=0)
         return zscore(s)
 
+    def log_cost_features(
+        self, meta: Mapping[str, float] | None, X_cfg: np.ndarray
+    ) -> np.ndarray | None:
+        """Predicted log cost of encoded configurations ``X_cfg`` relative to the task's mean log
+        cost (0: a typical configuration; +1: e times as costly), or ``None`` without a cost
+        model (no costs in the history, or a prior saved before cost models)."""
+        import xgboost as xgb
+
+        if self.cost_model is None:
+            return None
+        if len(X_cfg) == 0:
+            return np.zeros(0)
+        d = xgb.DMatrix(_join(X_cfg, self.meta_filter.apply(meta or {})), missing=np.nan)
+        return self.cost_model.predict(d).astype(float)
+
     # ----------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
         """Write ``path/prior.json`` and ``path/model_<k>.ubj`` (a folder, created)."""
@@ -268,6 +296,9 @@ class RankingPrior:
             "models": models,
             "training": self.training,
         }
+        if self.cost_model is not None:
+            self.cost_model.save_model(str(root / COST_MODEL))
+            sidecar["cost_model"] = COST_MODEL
         (root / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
         return root
 
@@ -291,6 +322,19 @@ class RankingPrior:
                     f"{root / name}: model has {b.num_features()} features, but the sidecar names {want}"
                 )
             boosters.append(b)
+        cost_model = None
+        if d.get("cost_model") is not None:
+            name = str(d["cost_model"])
+            if not (root / name).is_file():
+                raise DataError(f"{root / name}: cost model named in {SIDECAR} is missing")
+            cost_model = xgb.Booster()
+            cost_model.load_model(str(root / name))
+            want = space.n_features + len(meta_filter.kept)
+            if cost_model.num_features() != want:
+                raise DataError(
+                    f"{root / name}: cost model has {cost_model.num_features()} features, "
+                    f"but the sidecar names {want}"
+                )
         return cls(
             space=space,
             meta_filter=meta_filter,
@@ -299,7 +343,46 @@ class RankingPrior:
             objective=str(d.get("objective", "objective")),
             mode=str(d.get("mode", "max")),
             training=dict(d.get("training", {})),
+            cost_model=cost_model,
         )
+
+
+def _fit_cost_model(per_task: list[tuple[Any, ...]], config: RankerConfig) -> tuple[Any, int]:
+    """An XGBoost regressor of ``log(cost) - mean log(cost)`` within each task on the ranker's
+    inputs, over at most ``max_configs_per_task`` random configurations per task with a positive
+    finite cost; ``(None, 0)`` when no task has 2 or more such configurations or all
+    configurations of a task cost the same."""
+    import xgboost as xgb
+
+    rng = np.random.default_rng([config.seed, 4099])
+    Xs, ys = [], []
+    for _, X, m, _, cost in per_task:
+        ok = np.flatnonzero(np.isfinite(cost) & (cost > 0))
+        if len(ok) < 2:
+            continue
+        idx = rng.choice(ok, size=min(len(ok), config.max_configs_per_task), replace=False)
+        lc = np.log(cost[ok])
+        Xs.append(_join(X[idx], m))
+        ys.append(np.log(cost[idx]) - lc.mean())
+    if not Xs:
+        return None, 0
+    X_train, y_train = np.vstack(Xs), np.concatenate(ys)
+    if np.ptp(y_train) < 1e-9:
+        return None, 0  # every configuration costs the same: nothing to tell apart
+    reg = xgb.XGBRegressor(
+        objective="reg:squarederror",
+        tree_method="hist",
+        n_estimators=config.cost_estimators,
+        max_depth=config.max_depth,
+        learning_rate=0.1,
+        subsample=config.subsample,
+        n_jobs=config.n_jobs,
+        random_state=config.seed,
+        verbosity=0,
+        missing=np.nan,
+    )
+    reg.fit(X_train, y_train)
+    return reg.get_booster(), len(X_train)
 
 
 def _join(X_cfg: np.ndarray, m: np.ndarray) -> np.ndarray:

@@ -395,9 +395,15 @@ class AutoPipeCore(ModelBasedCore):
 
     Acquisition at progress ``q`` (share of the budget proposed, see :attr:`progress`)::
 
-        a(x) = w_q lam s(x) + b + mu(x) + beta_q (2 - tau) sigma(x)
+        a(x) = w_q lam s(x) + b + mu(x) + beta_q (2 - tau) sigma(x) - gamma softplus(l(x))
         w_q    = 1 - (1 - w_end) q                     (1.0 -> 0.7 by default)
         beta_q = beta_start (beta_end / beta_start)^q  (1.0 -> 0.25, geometric)
+
+    Cost-aware search (``cost_weight`` ``gamma`` > 0, default 0): ``l(x)`` is the prior's
+    predicted log cost of ``x`` over the median candidate's (``RankingPrior``'s cost model);
+    softplus leaves configurations cheaper than the median nearly unpenalized (an even cheaper
+    one earns no bonus) and charges dearer ones ``gamma`` per e-fold of cost. The warm start ranks
+    by ``s - gamma softplus(l)`` too; the recommendation stays the best posterior mean.
 
     The guard's trust ``tau`` in [0, 1] is the observations' regression slope of standardized
     values on prior scores, shrunk toward 1 (:meth:`trust`); the prior's
@@ -439,6 +445,7 @@ class AutoPipeCore(ModelBasedCore):
         w_end: float = 0.7,
         max_fit_iter: int = 50,
         candidates: Sequence[Mapping[str, Any]] | None = None,
+        cost_weight: float = 0.0,
     ) -> None:
         if isinstance(prior, (str, Path)):
             from autopipe.prior.ranker import RankingPrior
@@ -449,6 +456,8 @@ class AutoPipeCore(ModelBasedCore):
                 raise SpecError(f"search.{key} must be > 0, but got {v}")
         if not (0.0 <= w_end <= 1.0):
             raise SpecError(f"search.w_end must be in [0, 1], but got {w_end}")
+        if not (math.isfinite(cost_weight) and cost_weight >= 0):
+            raise SpecError(f"search.options.cost_weight must be >= 0, but got {cost_weight}")
         super().__init__(
             space,
             seed,
@@ -466,6 +475,14 @@ class AutoPipeCore(ModelBasedCore):
             float(w_end),
         )
         self.tau = 1.0
+        # only with a prior that predicts costs (RankingPrior's cost model)
+        self.cost_weight = float(cost_weight) if self.cands.has_cost else 0.0
+        if cost_weight > 0 and not self.cands.has_cost:
+            log.warning(
+                "autopipe searcher: search.options.cost_weight %g ignored, the prior has no cost model "
+                "(no history named, or its runs have no costs)",
+                cost_weight,
+            )
         if prior is None:
             log.warning(
                 "autopipe searcher: no prior (no history named), degrading to plain GP-BO "
@@ -512,7 +529,14 @@ class AutoPipeCore(ModelBasedCore):
         acq = b + mu + explore * sigma
         if lam:
             acq = acq + (w * lam) * self._s_tensor()
+        if self.cost_weight:
+            acq = acq - self.cost_weight * torch.as_tensor(self._cost_penalty(), dtype=acq.dtype)
         return acq
+
+    def _cost_penalty(self) -> np.ndarray:
+        """``softplus(log c(x) / c_med)`` per candidate: about 0 below the median candidate's
+        cost, then its log cost, so only configurations dearer than typical pay."""
+        return np.logaddexp(0.0, self.cands.log_cost)
 
     def _warm_design(self) -> list[dict[str, Any]]:
         if self.prior is None:
@@ -522,8 +546,9 @@ class AutoPipeCore(ModelBasedCore):
         # a small candidate set (a few dozen configurations): spread the warm start over the
         # prior's top quarter, not over (nearly) every candidate
         top = min(top, max(2 * self.warm_start, n // 4))
+        score = self.cands.s - self.cost_weight * self._cost_penalty()
         rows = greedy_maxmin(
-            self.cands.X, self.cands.s, self.warm_start, ~self._taken_mask(), top, self.rng
+            self.cands.X, score, self.warm_start, ~self._taken_mask(), top, self.rng
         )
         return [dict(self.cands.configs[i]) for i in rows]
 

@@ -34,7 +34,9 @@ PERTURB_FLIP = 0.2  # chance to resample a categorical parameter
 
 class Prior(Protocol):
     """What the searchers need from a prior: z-scores of encoded configurations on one task
-    (``autopipe.prior.ranker.RankingPrior`` satisfies it)."""
+    (``autopipe.prior.ranker.RankingPrior`` satisfies it). A prior may also have
+    ``log_cost_features(meta, X_cfg)``, the configurations' predicted log cost relative to a
+    typical one (or ``None``), which cost-aware search uses; without it the costs are unknown."""
 
     def score_features(self, meta: Mapping[str, float] | None, X_cfg: np.ndarray) -> np.ndarray: ...
 
@@ -99,9 +101,15 @@ class CandidateSet:
         self._base = base
         self._X_base = encode(space, base)
         self._s_base = self._score(self._X_base)
+        # relative log cost per candidate, centred on the base's median; None: no cost model
+        lc = self._log_cost(self._X_base)
+        self.has_cost = lc is not None
+        self._lc_center = float(np.median(lc)) if lc is not None and len(lc) else 0.0
+        self._lc_base = self._centred(lc, len(base))
         self.block: list[dict[str, Any]] = []
         self._X_block = np.zeros((0, space.n_features))
         self._s_block = np.zeros(0)
+        self._lc_block = np.zeros(0)
         self._key_base = {space.config_key(c): i for i, c in enumerate(base)}
         self._refresh()
 
@@ -111,10 +119,26 @@ class CandidateSet:
         s = np.asarray(self.prior.score_features(self.meta, X), dtype=float)
         return np.where(np.isfinite(s), s, 0.0)
 
+    def _log_cost(self, X: np.ndarray) -> np.ndarray | None:
+        f = getattr(self.prior, "log_cost_features", None)
+        if f is None:
+            return None
+        lc = f(self.meta, X)
+        return None if lc is None else np.asarray(lc, dtype=float)
+
+    def _centred(self, lc: np.ndarray | None, n: int) -> np.ndarray:
+        if lc is None:
+            return np.zeros(n)
+        return np.where(np.isfinite(lc), lc - self._lc_center, 0.0)
+
     def _refresh(self) -> None:
         self.configs = self._base + self.block
         self.X = np.vstack([self._X_base, self._X_block]) if self.block else self._X_base
         self.s = np.concatenate([self._s_base, self._s_block]) if self.block else self._s_base
+        # log cost relative to the median candidate (zeros without a cost model)
+        self.log_cost = (
+            np.concatenate([self._lc_base, self._lc_block]) if self.block else self._lc_base
+        )
         self._key_block = {
             self.space.config_key(c): len(self._base) + i for i, c in enumerate(self.block)
         }
@@ -169,6 +193,7 @@ class CandidateSet:
             if keep and self.prior is not None
             else np.zeros(len(keep))
         )
+        self._lc_block = self._centred(self._log_cost(self._X_block) if keep else None, len(keep))
         self._refresh()
 
     def perturb(

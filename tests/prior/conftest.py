@@ -68,6 +68,28 @@ def make_synthetic(mode: str = "max", seed: int = 0, n_tasks: int = N_TASKS) -> 
     )
 
 
+def with_costs(history: History, seed: int = 0) -> History:
+    """``history`` with costs that grow with width (cost ~ width) and double for sgd, times a
+    per-task factor (tasks of other sizes) and 5 % noise: a relative cost the model can learn."""
+    rng = np.random.default_rng(seed)
+    runs = history.runs.copy()
+    factor = {t: 10.0 ** (i % 3) for i, t in enumerate(history.task_ids)}
+    runs["cost"] = (
+        runs["task"].map(factor).to_numpy()
+        * runs["width"].to_numpy(dtype=float)
+        * np.where(runs["opt"] == "sgd", 2.0, 1.0)
+        * np.exp(0.05 * rng.normal(size=len(runs)))
+    )
+    return History(
+        space=history.space,
+        runs=runs,
+        tasks=history.tasks,
+        objective=history.objective,
+        mode=history.mode,
+        name="synthetic-costs",
+    )
+
+
 @pytest.fixture(scope="session")
 def synthetic() -> History:
     return make_synthetic()

@@ -4,6 +4,7 @@ meta-features; saves and loads without pickle; subsamples evenly."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from scipy.stats import spearmanr
 from autopipe.errors import DataError
 from autopipe.history.model import History
 from autopipe.prior.ranker import RankerConfig, RankingPrior, even_subsample, relevance_labels
+from tests.prior.conftest import with_costs
 
 FAST = RankerConfig(n_estimators=150)
 
@@ -133,3 +135,36 @@ def test_relevance_labels_are_integer_quantile_bins() -> None:
     lab = relevance_labels(y, 4)
     np.testing.assert_array_equal(lab, [0, 2, 2, 3, 1])
     assert relevance_labels(np.array([1.0]), 4).tolist() == [0.0]
+
+
+def test_cost_model_predicts_relative_cost_on_an_unseen_task(
+    tmp_path: Path, synthetic: History
+) -> None:
+    costly = with_costs(synthetic)
+    prior = RankingPrior.fit(costly, FAST, tasks=[f"t{i}" for i in range(7)])
+    ct = costly.config_table("t7")  # held out, another cost level (factor 10)
+    meta = costly.meta_features("t7")
+    got = prior.log_cost_features(meta, costly.encode(ct))
+    true = np.log(ct["cost"].to_numpy())
+    true = true - true.mean()
+    # the held-out task's relative costs, not its absolute level (10x the t0 costs)
+    assert spearmanr(got, true)[0] > 0.95
+    assert np.abs(got - true).max() < 0.3
+    # the cost model is saved beside the rankers (UBJSON, named in the sidecar) and reloaded
+    path = prior.save(tmp_path / "prior")
+    assert (path / "cost.ubj").is_file()
+    assert json.loads((path / "prior.json").read_text())["cost_model"] == "cost.ubj"
+    back = RankingPrior.load(path)
+    np.testing.assert_allclose(back.log_cost_features(meta, costly.encode(ct)), got, atol=1e-6)
+    # a sidecar naming a cost model whose file is gone is a one-line error
+    (path / "cost.ubj").unlink()
+    with pytest.raises(DataError, match="cost model named in prior.json is missing"):
+        RankingPrior.load(path)
+
+
+def test_no_cost_model_without_cost_differences(synthetic: History) -> None:
+    # every run of the synthetic table costs 1: there is nothing to predict
+    assert RankingPrior.fit(synthetic, FAST).log_cost_features(None, np.zeros((3, 4))) is None
+    # switched off in the configuration: no cost model even where costs differ
+    off = RankingPrior.fit(with_costs(synthetic), replace(FAST, fit_cost=False))
+    assert off.cost_model is None and off.training["cost_rows"] == 0
