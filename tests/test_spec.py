@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from autopipe.cli import main
@@ -289,3 +290,24 @@ def test_rl_range_entry_missing_high() -> None:
         parse_spec(
             {"name": "t", "dataset": {"task": "sort"}, "space": {"rl": {"lr": {"low": 1e-5}}}}
         )
+
+
+def test_cost_weight_reaches_the_core_with_the_history_costs() -> None:
+    """``search.options.cost_weight`` of a job over the demo space, with the prior fitted on the
+    project's post-training history (trial seconds as costs): the searcher is cost-aware."""
+    from autopipe.cli_history import load_history
+    from autopipe.prior.ranker import RankerConfig, RankingPrior
+    from autopipe.tune.runner import make_core
+
+    root = Path(__file__).resolve().parents[1]
+    spec = load_spec(root / "jobs" / "demo.yaml")
+    spec = spec.model_copy(
+        update={"search": spec.search.model_copy(update={"options": {"cost_weight": 0.2}})}
+    )
+    history = load_history(str(root / "benchmarks" / "data" / "tinypost"), None)
+    prior = RankingPrior.fit(history, RankerConfig(n_models=1, n_estimators=20, n_jobs=1))
+    task = history.task_ids[0]
+    core = make_core(spec, spec.to_space(), history.meta_features(task), prior=prior)
+    assert core.cost_weight == 0.2 and core.cands.has_cost
+    # trial seconds differ between configurations (more SFT steps, larger GRPO groups cost more)
+    assert np.ptp(core.cands.log_cost) > 0.5

@@ -24,7 +24,7 @@ class Method:
     # scheduler and are scored by the proxy (the predictor fitted on the training tasks, or the
     # fallback proxy for a method without offline models), as a job with a predictor runs them.
     early_stop: bool = False
-    # AutoPipe's search.cost_weight: acquisition minus this times the predicted log cost
+    # AutoPipe's search.options.cost_weight (AutoPipeCore: the cost term of the acquisition)
     cost_weight: float = 0.0
 
 

@@ -58,7 +58,7 @@ class RankerConfig:
     filter_max_missing: float = 0.5
     # A cost model beside the ranker (:meth:`RankingPrior.log_cost_features`): each
     # configuration's log cost relative to its task's mean log cost, for cost-aware search
-    # (``search.cost_weight``). Fitted when the history has positive finite costs.
+    # (``search.options.cost_weight``). Fitted when the history has positive finite costs.
     fit_cost: bool = True
     cost_estimators: int = 200
 
