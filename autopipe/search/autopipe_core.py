@@ -534,7 +534,7 @@ class AutoPipeCore(ModelBasedCore):
         return acq
 
     def _cost_penalty(self) -> np.ndarray:
-        """``softplus(log c(x) / c_med)`` per candidate: about 0 below the median candidate's
+        """``softplus(log(c(x) / c_med))`` per candidate: about 0 below the median candidate's
         cost, then its log cost, so only configurations dearer than typical pay."""
         return np.logaddexp(0.0, self.cands.log_cost)
 
