@@ -170,6 +170,30 @@ def test_missing_file_and_non_utf8(tmp_path: Path) -> None:
         ),
         ("autopipe", {"betta": 1}, "but got unknown ['betta']"),
         ("autopipe", {"prior": "x"}, "but got unknown ['prior']"),
+        # scalar options of the wrong type: one line naming the option, before any model is built
+        (
+            "autopipe",
+            {"cost_weight": "x"},
+            "search.options.cost_weight must be a number, but got 'x'",
+        ),
+        (
+            "autopipe",
+            {"guard": "false"},
+            "search.options.guard must be true or false, but got 'false'",
+        ),
+        (
+            "autopipe",
+            {"warm_start": 2.5},
+            "search.options.warm_start must be an integer, but got 2.5",
+        ),
+        (
+            "autopipe",
+            {"warm_start": True},
+            "search.options.warm_start must be an integer, but got True",
+        ),
+        ("gp-ei", {"budget": "7"}, "search.options.budget must be an integer, but got '7'"),
+        # the right type but out of range: the core's own check when the job builds it
+        ("autopipe", {"cost_weight": -1}, "search.options.cost_weight must be >= 0, but got -1"),
     ],
 )
 def test_search_options_are_checked(algo: str, options: dict, expected: str) -> None:
@@ -311,3 +335,17 @@ def test_cost_weight_reaches_the_core_with_the_history_costs() -> None:
     assert core.cost_weight == 0.2 and core.cands.has_cost
     # trial seconds differ between configurations (more SFT steps, larger GRPO groups cost more)
     assert np.ptp(core.cands.log_cost) > 0.5
+
+
+def test_validate_catches_a_mistyped_search_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `autopipe validate` builds no model-based core, but an option's type is still checked
+    p = tmp_path / "o.yaml"
+    p.write_text(
+        "name: t\ndataset: {task: sort}\n"
+        "search: {algorithm: autopipe, options: {cost_weight: cheap}}\n"
+    )
+    assert main(["validate", str(p)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "autopipe: error: search.options.cost_weight must be a number, but got 'cheap'"

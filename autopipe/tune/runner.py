@@ -728,7 +728,29 @@ def _checked_factory(spec: JobSpec) -> Any:
         raise SpecError(
             f"search.options of {algo!r} must be among {allowed}, but got unknown {unknown}"
         )
+    for name, value in spec.search.options.items():
+        _check_option_type(name, value, params[name])
     return factory
+
+
+# scalar annotations of core options (as strings: the cores use postponed annotations)
+_OPTION_TYPES = {"bool": (bool,), "int": (int,), "float": (int, float)}
+
+
+def _check_option_type(name: str, value: Any, param: Any) -> None:
+    """A scalar option of the wrong type (``warm_start: "5"``, ``guard: "false"``) is a one-line
+    error before anything starts; ranges are the core's to check when the job builds it."""
+    ann = param.annotation if isinstance(param.annotation, str) else ""
+    parts = [a.strip() for a in ann.split("|")]
+    optional = "None" in parts
+    kinds = [a for a in parts if a != "None"]
+    if len(kinds) != 1 or kinds[0] not in _OPTION_TYPES or (value is None and optional):
+        return
+    want = kinds[0]
+    ok = isinstance(value, _OPTION_TYPES[want]) and (want == "bool" or not isinstance(value, bool))
+    if not ok:
+        what = {"bool": "true or false", "int": "an integer", "float": "a number"}[want]
+        raise SpecError(f"search.options.{name} must be {what}, but got {value!r}")
 
 
 # Searchers whose core is cheap to build without a prior, meta-features or torch: the checks
