@@ -477,6 +477,14 @@ class AutoPipeCore(ModelBasedCore):
         self.tau = 1.0
         # only with a prior that predicts costs (RankingPrior's cost model)
         self.cost_weight = float(cost_weight) if self.cands.has_cost else 0.0
+        if self.cost_weight:
+            lo, hi = np.percentile(self.cands.log_cost, [5, 95])
+            log.info(
+                "autopipe searcher: cost-aware (search.options.cost_weight %g); the prior's cost "
+                "model spreads the candidates' costs %.1fx (5th to 95th percentile)",
+                self.cost_weight,
+                math.exp(hi - lo),
+            )
         if cost_weight > 0 and not self.cands.has_cost:
             log.warning(
                 "autopipe searcher: search.options.cost_weight %g ignored, the prior has no cost model "

@@ -74,8 +74,13 @@ def test_cost_weight_trades_objective_for_cost(seed: int) -> None:
     assert got[4.0][0] < 0.5 * got[0.0][0] and got[4.0][1] > 0.03, got
 
 
-def test_candidate_costs_are_centred_on_the_median() -> None:
-    core = AutoPipeCore(space(), 0, prior=CostPrior(), budget=BUDGET, cost_weight=0.5)
+def test_candidate_costs_are_centred_on_the_median(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="autopipe.search.autopipe_core"):
+        core = AutoPipeCore(space(), 0, prior=CostPrior(), budget=BUDGET, cost_weight=0.5)
+    # the job's log says the search is cost-aware and how far the predicted costs spread
+    # (the 5th and 95th percentiles of a over the grid are 1/24 and 23/24: exp(3 x 22/24) = 15.6x)
+    assert "cost-aware (search.options.cost_weight 0.5)" in caplog.text
+    assert "spreads the candidates' costs 15.6x" in caplog.text
     lc = core.cands.log_cost
     assert core.cands.has_cost and core.cost_weight == 0.5
     assert abs(float(np.median(lc))) < 1e-12  # the +1 offset of CostPrior is gone
