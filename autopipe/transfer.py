@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -179,7 +179,8 @@ def fit_predictor(
         for name in names:
             held = g == name
             others = [t for t in tasks if groups[t] != name]
-            ranker = RankingPrior.fit(history, ranker_config, tasks=others)
+            # out-of-fold scores for the residual predictor's training: no cost model needed
+            ranker = RankingPrior.fit(history, replace(ranker_config, fit_cost=False), tasks=others)
             p[held] = prior_scores(ranker, history, frame.loc[held].reset_index(drop=True))
     elif prior is not None:
         p = prior_scores(prior, history, frame)

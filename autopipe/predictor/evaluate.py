@@ -239,6 +239,7 @@ def _fit_prior_scores(
 ) -> np.ndarray:
     """Fit the prior on ``fit_rows`` (its tasks when ``by_task``, else its runs) and score
     ``score_rows``."""
+    ranker = replace(ranker, fit_cost=False)  # only its scores are used here
     if by_task:
         prior = RankingPrior.fit(history, ranker, tasks=sorted(set(fit_rows["task"])))
     else:

@@ -216,10 +216,13 @@ def lodo_evaluate(
         fit_s: dict[str, float] = {}
         for m in methods:
             t0 = time.perf_counter()
+            # evaluated by its ranking only: no cost model
             if m == PRIOR:
-                fitted[m] = RankingPrior.fit(history, config, tasks=train)
+                fitted[m] = RankingPrior.fit(history, replace(config, fit_cost=False), tasks=train)
             elif m == CONFIG_ONLY:
-                fitted[m] = RankingPrior.fit(history, replace(config, use_meta=False), tasks=train)
+                fitted[m] = RankingPrior.fit(
+                    history, replace(config, use_meta=False, fit_cost=False), tasks=train
+                )
             elif m == GLOBAL_BEST:
                 fitted[m] = GlobalBest.fit(history, train)
             fit_s[m] = time.perf_counter() - t0
