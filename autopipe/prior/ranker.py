@@ -304,37 +304,16 @@ class RankingPrior:
 
     @classmethod
     def load(cls, path: str | Path) -> RankingPrior:
-        import xgboost as xgb
 
         root = Path(path)
         d = read_sidecar(root, SIDECAR, FORMAT, "prior")
         space = Space.from_json(d["space"])
         meta_filter = FeatureFilter.from_json(d["meta_filter"])
-        boosters = []
-        for name in d["models"]:
-            if not (root / name).is_file():
-                raise DataError(f"{root / name}: model file named in {SIDECAR} is missing")
-            b = xgb.Booster()
-            b.load_model(str(root / name))
-            want = space.n_features + len(meta_filter.kept)
-            if b.num_features() != want:
-                raise DataError(
-                    f"{root / name}: model has {b.num_features()} features, but the sidecar names {want}"
-                )
-            boosters.append(b)
+        want = space.n_features + len(meta_filter.kept)
+        boosters = [_load_booster(root, str(name), want, "model") for name in d["models"]]
         cost_model = None
         if d.get("cost_model") is not None:
-            name = str(d["cost_model"])
-            if not (root / name).is_file():
-                raise DataError(f"{root / name}: cost model named in {SIDECAR} is missing")
-            cost_model = xgb.Booster()
-            cost_model.load_model(str(root / name))
-            want = space.n_features + len(meta_filter.kept)
-            if cost_model.num_features() != want:
-                raise DataError(
-                    f"{root / name}: cost model has {cost_model.num_features()} features, "
-                    f"but the sidecar names {want}"
-                )
+            cost_model = _load_booster(root, str(d["cost_model"]), want, "cost model")
         return cls(
             space=space,
             meta_filter=meta_filter,
@@ -345,6 +324,22 @@ class RankingPrior:
             training=dict(d.get("training", {})),
             cost_model=cost_model,
         )
+
+
+def _load_booster(root: Path, name: str, want: int, what: str) -> Any:
+    """An XGBoost booster the sidecar names, checked to exist and to have ``want`` features."""
+    import xgboost as xgb
+
+    if not (root / name).is_file():
+        kind = "model file" if what == "model" else what
+        raise DataError(f"{root / name}: {kind} named in {SIDECAR} is missing")
+    b = xgb.Booster()
+    b.load_model(str(root / name))
+    if b.num_features() != want:
+        raise DataError(
+            f"{root / name}: {what} has {b.num_features()} features, but the sidecar names {want}"
+        )
+    return b
 
 
 def _fit_cost_model(per_task: list[tuple[Any, ...]], config: RankerConfig) -> tuple[Any, int]:
