@@ -304,7 +304,6 @@ class RankingPrior:
 
     @classmethod
     def load(cls, path: str | Path) -> RankingPrior:
-
         root = Path(path)
         d = read_sidecar(root, SIDECAR, FORMAT, "prior")
         space = Space.from_json(d["space"])
