@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,6 +27,9 @@ from autopipe.errors import SpaceError, SpecError
 from autopipe.space import Condition, Param, Space
 
 MAX_SPEC_BYTES = 1_000_000  # a job spec is a small hand-written file
+# Seeds reach numpy, torch, Ray Tune and transformers (whose set_seed takes at most 2**32 - 1);
+# the cap leaves room for the small offsets added to them.
+MAX_SEED = 2**31 - 1
 SEARCH_ALGORITHMS = ("random", "grid", "autopipe")
 
 # Parameters of the pipeline that a spec may tune, with their type and whether they are searched
@@ -134,7 +138,7 @@ class DatasetSpec(_Strict):
     n_train: int = Field(default=1000, ge=8, le=1_000_000)
     n_rl: int = Field(default=256, ge=4, le=1_000_000)
     n_eval: int = Field(default=200, ge=4, le=100_000)
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
     @model_validator(mode="after")
     def _source(self) -> DatasetSpec:
@@ -200,7 +204,7 @@ class ResourcesSpec(_Strict):
 
 class SearchSpec(_Strict):
     algorithm: str = "random"
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     options: dict[str, Any] = Field(default_factory=dict)  # passed to the searcher's core
 
     @field_validator("algorithm")
@@ -298,7 +302,7 @@ class JobSpec(_Strict):
     eval: EvalSpec = EvalSpec()
     stopping: StoppingSpec = StoppingSpec()
     storage: str | None = None
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
     @model_validator(mode="after")
     def _consistency(self) -> JobSpec:
@@ -464,6 +468,7 @@ def _check_value(name: str, v: Any, ptype: str, where: str) -> None:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise SpaceError(
             f"{where} must be a number or a range/values/choices mapping, but got {v!r}"
+            + _text_number_hint(v)
         )
 
 
@@ -490,6 +495,8 @@ def _check_range(name: str, values: list[float], where_of: dict[int, str]) -> No
     lo, hi, rule = _RULES[name]
     strict = name in _STRICT_LOW
     for i, v in enumerate(values):
+        if not math.isfinite(v):  # NaN passes every comparison below
+            raise SpaceError(f"{where_of[i]} must be a finite number {rule}, but got {v}")
         bad = (v <= lo if strict else v < lo) or v > hi
         if bad:
             raise SpaceError(f"{where_of[i]} must be {rule}, but got {v:g}")
@@ -524,6 +531,11 @@ def build_space(space: SpaceSpec) -> Space:
                     _check_range(
                         name, [spec.low, spec.high], {0: f"{where}.low", 1: f"{where}.high"}
                     )
+                    if ptype == "int":
+                        for k in ("low", "high"):
+                            v = getattr(spec, k)
+                            if v != int(v):
+                                raise SpaceError(f"{where}.{k} must be an integer, but got {v:g}")
                 elif isinstance(spec, Grid):
                     _check_range(
                         name,
@@ -538,10 +550,20 @@ def build_space(space: SpaceSpec) -> Space:
                         [float(c) for c in spec.choices],
                         {i: f"{where}.choices[{i}]" for i in range(len(spec.choices))},
                     )
+                    if ptype == "int":
+                        for i, c in enumerate(spec.choices):
+                            if float(c) != int(c):
+                                raise SpaceError(
+                                    f"{where}.choices[{i}] must be an integer, but got {c:g}"
+                                )
                 else:
                     _check_value(name, spec, ptype, where)
                     _check_range(name, [float(spec)], {0: where})
-            p = _param(name, spec, ptype, natural_log, where)
+            try:
+                p = _param(name, spec, ptype, natural_log, where)
+            except SpaceError as e:  # Space's own checks name the parameter without "space."
+                msg = str(e)
+                raise SpaceError(f"space.{msg}" if msg.startswith(name) else msg) from None
             if isinstance(p, Param):
                 params.append(p)
             else:
@@ -593,7 +615,19 @@ def _format_error(err: dict[str, Any]) -> str:
         return f"{loc} {err['msg'].lower()}, but got {inp!r}"
     if typ == "string_pattern_mismatch":
         return f"{loc} must match {ctx.get('pattern')} (letters, digits, _ . -), but got {inp!r}"
-    return f"{loc} {err['msg'][0].lower()}{err['msg'][1:]}, but got {_short(inp)}"
+    msg = f"{loc} {err['msg'][0].lower()}{err['msg'][1:]}, but got {_short(inp)}"
+    return msg + _text_number_hint(inp)
+
+
+_YAML_TEXT_NUMBER = re.compile(r"[-+]?\d+[eE][-+]?\d+")
+
+
+def _text_number_hint(v: Any) -> str:
+    """PyYAML (YAML 1.1) reads ``1e-4`` as text, a float needs a dot in its mantissa: say so."""
+    if not (isinstance(v, str) and _YAML_TEXT_NUMBER.fullmatch(v.strip())):
+        return ""
+    mant, exp = re.split("[eE]", v.strip(), maxsplit=1)
+    return f" (YAML reads {v!r} as text; write {mant}.0e{exp})"
 
 
 def _short(v: Any) -> str:
@@ -635,6 +669,10 @@ def _pick_error(errors: list[dict[str, Any]]) -> dict[str, Any]:
             s -= 1
         if isinstance(inp, dict):
             s += 1
+            if e["type"].endswith("_type") and e["type"] not in ("dict_type", "model_type"):
+                # "should be a valid string" of a mapping the user wrote as the other member:
+                # that member's own complaint (a key's value) is the telling one
+                s -= 3
         return (s, -len(loc))
 
     return max(errors, key=score)
@@ -817,7 +855,8 @@ def load_spec(path: str | os.PathLike[str]) -> JobSpec:
     if not p.exists():
         raise SpecError(f"job spec file {str(p)!r} does not exist")
     if not p.is_file():
-        raise SpecError(f"job spec {str(p)!r} must be a file, but it is a directory")
+        what = "a directory" if p.is_dir() else "not a regular file"
+        raise SpecError(f"job spec {str(p)!r} must be a file, but it is {what}")
     size = p.stat().st_size
     if size > MAX_SPEC_BYTES:
         raise SpecError(

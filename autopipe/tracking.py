@@ -80,6 +80,11 @@ def open_client(uri: str | None, must_exist: bool = False, fail_fast: bool = Tru
     still a quick error rather than minutes of retries."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     uri = resolve_uri(uri)
+    if ":" not in uri:  # MLflow 3's folder store is deprecated and errors out half-quoted
+        raise TrackingError(
+            f"tracking URI {uri!r} is a plain path; expected sqlite:///PATH.db or "
+            "http(s)://HOST:PORT"
+        )
     if must_exist and uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///") :])
         if not db.is_file():

@@ -111,6 +111,68 @@ BAD = [
     (
         "name: t\ndataset: {task: sort}\nspace: {sft: {lr: 0.1, steps: 20, batch_size: 8, warmup_ratio: 0, lora_rank: 0, weight_decay: 0}, rl: null}\n",
         "space must search at least one parameter",
+    ),  # NaN passes every comparison: each entry shape names it (YAML's .nan)
+    (
+        "name: t\ndataset: {task: sort}\nspace: {sft: {steps: .nan}}\n",
+        "space.sft.steps must be a finite number >= 1, but got nan",
+    ),
+    (
+        "name: t\ndataset: {task: sort}\nspace: {sft: {lr: .nan}}\n",
+        "space.sft.lr must be a finite number > 0 and <= 1, but got nan",
+    ),
+    (
+        "name: t\ndataset: {task: sort}\nspace: {sft: {steps: {values: [.nan, 10]}}}\n",
+        "space.sft.steps.values[0] must be a finite number >= 1, but got nan",
+    ),
+    (
+        "name: t\ndataset: {task: sort}\nspace: {rl: {batch_size: {choices: [.nan, 16]}}}\n",
+        "space.rl.batch_size.choices[0] must be a finite number >= 1, but got nan",
+    ),
+    # integer parameters: choices and range bounds must be integers too (not only values)
+    (
+        "name: t\ndataset: {task: sort}\nspace: {sft: {batch_size: {choices: [16.5, 32]}}}\n",
+        "space.sft.batch_size.choices[0] must be an integer, but got 16.5",
+    ),
+    (
+        "name: t\ndataset: {task: sort}\nspace: {sft: {steps: {low: 10.5, high: 10.5}}}\n",
+        "space.sft.steps.low must be an integer, but got 10.5",
+    ),
+    # Space's own checks get the "space." prefix of the field
+    (
+        "name: t\ndataset: {task: sort}\nspace: {sft: {batch_size: {choices: [16, 16]}}}\n",
+        "error: space.sft.batch_size.choices must be distinct",
+    ),
+    # seeds that numpy/transformers could not take
+    ("name: t\nseed: 100000000000000000000\ndataset: {task: sort}\n", "seed must be <= 2147483647"),
+    ("name: t\ndataset: {task: sort, seed: 4294967296}\n", "dataset.seed must be <= 2147483647"),
+    ("name: t\ndataset: {task: sort}\nsearch: {seed: -1}\n", "search.seed must be >= 0"),
+    # a reward entry's mistyped weight names the weight, not "should be a string"
+    (
+        "name: t\ndataset: {task: sort}\neval: {rewards: [{name: exact_match, weight: '1'}]}\n",
+        "eval.rewards.0.weight",
+    ),
+    # PyYAML reads 1e-4 (no dot) as text: the error says how to write it
+    (
+        "name: t\ndataset: {task: sort}\nspace: {sft: {lr: {low: 1e-4, high: 1.0e-3}}}\n",
+        "space.sft.lr.low input should be a valid number, but got '1e-4' (YAML reads '1e-4' as "
+        "text; write 1.0e-4)",
+    ),
+    (
+        "name: t\ndataset: {task: sort}\nspace: {sft: {lr: 3e-4}}\n",
+        "(YAML reads '3e-4' as text; write 3.0e-4)",
+    ),
+    # option values out of range are caught by validate, before any model is built
+    (
+        "name: t\ndataset: {task: sort}\nsearch: {algorithm: autopipe, options: {w_end: 5}}\n",
+        "search.options.w_end must be in [0, 1], but got 5",
+    ),
+    (
+        "name: t\ndataset: {task: sort}\nsearch: {algorithm: autopipe, options: {warm_start: -1}}\n",
+        "search.options.warm_start must be >= 0, but got -1",
+    ),
+    (
+        "name: t\ndataset: {task: sort}\nsearch: {algorithm: gp-ei, options: {max_fit_iter: 0}}\n",
+        "search.options.max_fit_iter must be >= 1, but got 0",
     ),
 ]
 
@@ -156,8 +218,10 @@ def test_missing_file_and_non_utf8(tmp_path: Path) -> None:
     big.write_text("name: t\n" + "#" * 2_000_000)
     with pytest.raises(SpecError, match="at most"):
         load_spec(big)
-    with pytest.raises(SpecError, match="is a directory|must be a file"):
+    with pytest.raises(SpecError, match="must be a file, but it is a directory"):
         load_spec(tmp_path)
+    with pytest.raises(SpecError, match="must be a file, but it is not a regular file"):
+        load_spec("/dev/null")
 
 
 @pytest.mark.parametrize(

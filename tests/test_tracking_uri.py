@@ -28,6 +28,12 @@ def test_unknown_scheme_and_non_database_file(tmp_path: Path) -> None:
         read_mlflow_experiment("job", tracking_uri=uri)
 
 
+def test_plain_path_is_named(tmp_path: Path) -> None:
+    # MLflow 3's folder store is deprecated: a folder path says what to write instead
+    with pytest.raises(TrackingError, match=r"^tracking URI '.*' is a plain path; expected sqlite"):
+        open_client(str(tmp_path / "mlruns"))
+
+
 def test_readers_do_not_create_a_store(tmp_path: Path) -> None:
     db = tmp_path / "nowhere.db"
     # reading history from a store that does not exist says so, and leaves no empty database

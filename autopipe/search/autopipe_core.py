@@ -90,6 +90,23 @@ class ModelBasedCore(ProposalCore):
 
     name = "model-based"
 
+    @classmethod
+    def check_options(
+        cls,
+        budget: int | None = None,
+        warm_start: int = 5,
+        max_fit_iter: int = 50,
+        **_: Any,
+    ) -> None:
+        """Raise :class:`SpecError` for an option value out of range; cheap, so ``autopipe
+        validate`` runs it before a job starts (other keyword arguments are ignored)."""
+        if budget is not None and int(budget) < 1:
+            raise SpecError(f"search budget must be >= 1 trials, but got {budget}")
+        if int(warm_start) < 0:
+            raise SpecError(f"search.options.warm_start must be >= 0, but got {warm_start}")
+        if int(max_fit_iter) < 1:
+            raise SpecError(f"search.options.max_fit_iter must be >= 1, but got {max_fit_iter}")
+
     def __init__(
         self,
         space: Space,
@@ -102,12 +119,7 @@ class ModelBasedCore(ProposalCore):
         max_fit_iter: int = 50,
         candidates: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
-        if budget is not None and int(budget) < 1:
-            raise SpecError(f"search budget must be >= 1 trials, but got {budget}")
-        if int(warm_start) < 0:
-            raise SpecError(f"search.warm_start must be >= 0, but got {warm_start}")
-        if int(max_fit_iter) < 1:
-            raise SpecError(f"search.max_fit_iter must be >= 1, but got {max_fit_iter}")
+        self.check_options(budget=budget, warm_start=warm_start, max_fit_iter=max_fit_iter)
         super().__init__(space, seed)
         self.prior = prior
         self.budget = None if budget is None else int(budget)
@@ -451,13 +463,9 @@ class AutoPipeCore(ModelBasedCore):
             from autopipe.prior.ranker import RankingPrior
 
             prior = RankingPrior.load(prior)
-        for key, v in (("beta_start", beta_start), ("beta_end", beta_end)):
-            if not (math.isfinite(v) and v > 0):
-                raise SpecError(f"search.{key} must be > 0, but got {v}")
-        if not (0.0 <= w_end <= 1.0):
-            raise SpecError(f"search.w_end must be in [0, 1], but got {w_end}")
-        if not (math.isfinite(cost_weight) and cost_weight >= 0):
-            raise SpecError(f"search.options.cost_weight must be >= 0, but got {cost_weight}")
+        self.check_options(
+            beta_start=beta_start, beta_end=beta_end, w_end=w_end, cost_weight=cost_weight
+        )
         super().__init__(
             space,
             seed,
@@ -497,6 +505,27 @@ class AutoPipeCore(ModelBasedCore):
                 "(Matérn-5/2 GP-UCB) with a %d-point Sobol warm start",
                 self.warm_start,
             )
+
+    @classmethod
+    def check_options(
+        cls,
+        budget: int | None = None,
+        warm_start: int = 5,
+        max_fit_iter: int = 50,
+        beta_start: float = 1.0,
+        beta_end: float = 0.25,
+        w_end: float = 0.7,
+        cost_weight: float = 0.0,
+        **_: Any,
+    ) -> None:
+        super().check_options(budget=budget, warm_start=warm_start, max_fit_iter=max_fit_iter)
+        for key, v in (("beta_start", beta_start), ("beta_end", beta_end)):
+            if not (math.isfinite(v) and v > 0):
+                raise SpecError(f"search.options.{key} must be > 0, but got {v}")
+        if not (0.0 <= w_end <= 1.0):
+            raise SpecError(f"search.options.w_end must be in [0, 1], but got {w_end}")
+        if not (math.isfinite(cost_weight) and cost_weight >= 0):
+            raise SpecError(f"search.options.cost_weight must be >= 0, but got {cost_weight}")
 
     def trust(self, z_ok: np.ndarray, s_ok: np.ndarray) -> float:
         """The guard: how much the observations support the prior, in [0, 1].

@@ -730,6 +730,9 @@ def _checked_factory(spec: JobSpec) -> Any:
         )
     for name, value in spec.search.options.items():
         _check_option_type(name, value, params[name])
+    check_values = getattr(factory, "check_options", None)
+    if check_values is not None:  # the model-based cores' range checks (cheap, no prior needed)
+        check_values(**spec.search.options)
     return factory
 
 
@@ -739,7 +742,7 @@ _OPTION_TYPES = {"bool": (bool,), "int": (int,), "float": (int, float)}
 
 def _check_option_type(name: str, value: Any, param: Any) -> None:
     """A scalar option of the wrong type (``warm_start: "5"``, ``guard: "false"``) is a one-line
-    error before anything starts; ranges are the core's to check when the job builds it."""
+    error before anything starts; the model-based cores' ``check_options`` check the ranges."""
     ann = param.annotation if isinstance(param.annotation, str) else ""
     parts = [a.strip() for a in ann.split("|")]
     optional = "None" in parts
@@ -762,7 +765,8 @@ def check_search(spec: JobSpec, space: Any = None) -> None:
     """The searcher checks a job can make before anything starts: ``search.options`` names, and
     for the cheap cores (:data:`CHEAP_CORES`) the core itself built once (a grid over a
     continuous space, a design without configs, a candidate outside the space). Model-based
-    cores need the prior: their option values are checked when the job builds them."""
+    cores need the prior to be built: their option values are range-checked by their
+    ``check_options``."""
     space = spec.to_space() if space is None else space
     _checked_factory(spec)
     if spec.search.algorithm in CHEAP_CORES:
