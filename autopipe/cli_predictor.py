@@ -138,11 +138,7 @@ def cmd_predictor_fit(args: argparse.Namespace) -> int:
     config = _predictor_config(args)
     check_out_dir(args.out, "--out")
     h = concat_histories([load_history(src, args.tracking_uri) for src in args.history])
-    if not h.curve_signals:
-        raise DataError(
-            f"{h.where}: the history has no curves (no curves.parquet); "
-            "the early predictor needs learning curves"
-        )
+    h.require_curves("the early predictor needs")
     prior_z = None
     if args.prior:
         # The prior scores its own training tasks in-sample here: fit it without these tasks
@@ -176,11 +172,7 @@ def cmd_predictor_evaluate(args: argparse.Namespace) -> int:
     check_out_file(args.out, "--out")
     check_out_file(args.csv, "--csv")
     h = load_history(args.history, args.tracking_uri)
-    if not h.curve_signals:
-        raise DataError(
-            f"{h.where}: the history has no curves (no curves.parquet); "
-            "the early predictor and its baselines need learning curves"
-        )
+    h.require_curves("the early predictor and its baselines need")
     ev = evaluate_predictor(
         h,
         fractions=args.fraction,

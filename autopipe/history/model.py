@@ -175,6 +175,18 @@ class History:
             return []
         return [c for c in self.curves.columns if c not in ("run_id", FRACTION)]
 
+    def require_curves(self, need: str) -> None:
+        """Raise :class:`DataError` naming why there are no curve signals (no curves file, or
+        one with only run ids and fractions) and what ``need`` s them."""
+        if self.curve_signals:
+            return
+        why = (
+            "no curves (no curves.parquet)"
+            if self.curves is None
+            else "curves without signal columns (curves.parquet has only run_id and fraction)"
+        )
+        raise DataError(f"{self.where}: the history has {why}; {need} learning curves")
+
     def summary(self) -> dict[str, Any]:
         """Counts and ranges used by ``autopipe history show``."""
         table = self.config_table()

@@ -65,12 +65,8 @@ def detect_signal(history: History, signal: str | None = None) -> tuple[str, str
     """The objective-like curve signal and its direction (``"min"``/``"max"``): ``signal`` when
     given, else the column named like the objective metric, else the first loss-like column
     (validation/eval ones first). Loss-like names are minimized; others follow the objective."""
+    history.require_curves("the early predictor and its baselines need")
     cols = history.curve_signals
-    if not cols:
-        raise DataError(
-            f"{history.where}: the history has no curves (no curves.parquet); "
-            "the early predictor and its baselines need learning curves"
-        )
     if signal is not None:
         if signal not in cols:
             raise DataError(f"--signal must be one of the curve signals {cols}, but got {signal!r}")

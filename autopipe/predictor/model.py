@@ -407,12 +407,12 @@ class EarlyPredictor:
 
         config = config or PredictorConfig()
         config.validate()
-        signals = tuple(signals) if signals is not None else tuple(history.curve_signals)
+        if signals is None:
+            history.require_curves("the early predictor needs")
+            signals = history.curve_signals
+        signals = tuple(signals)
         if not signals:
-            raise DataError(
-                f"{history.where}: the history has no curve signals (no curves.parquet); "
-                "the early predictor needs learning curves"
-            )
+            raise DataError("signals must name at least one curve signal, but got none")
         featurizer = PrefixFeaturizer(signals, float(fraction))
         frame = run_targets(history, run_ids)
         if len(frame) < 4:

@@ -156,7 +156,20 @@ def test_no_curves_is_a_data_error(slope_history: History) -> None:
         mode="max",
         name="no-curves",
     )
-    with pytest.raises(DataError, match="no curve signals"):
+    with pytest.raises(DataError, match=r"has no curves \(no curves.parquet\)"):
+        EarlyPredictor.fit(h, 0.3, config=FAST)
+    # a curves file with only run ids and fractions: the message says so
+    bare = slope_history.curves[["run_id", "fraction"]]
+    h = History(
+        space=slope_history.space,
+        runs=slope_history.runs,
+        tasks=slope_history.tasks,
+        curves=bare,
+        objective="accuracy",
+        mode="max",
+        name="no-signals",
+    )
+    with pytest.raises(DataError, match="curves without signal columns"):
         EarlyPredictor.fit(h, 0.3, config=FAST)
 
 
