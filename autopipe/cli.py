@@ -4,11 +4,12 @@ prior commands. Bad input exits with code 2 and one line on stderr, without a tr
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
 
-from autopipe.errors import AutoPipeError
+from autopipe.errors import AutoPipeError, SpecError
 
 
 def _quiet_env() -> None:
@@ -114,6 +115,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from autopipe.spec import load_spec
     from autopipe.submit import submit
 
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise SpecError(f"--timeout must be a number of seconds > 0, but got {args.timeout:g}")
     spec = load_spec(args.spec)
     return submit(spec, args.spec, args.address, wait=args.wait, timeout_s=args.timeout)
 

@@ -110,6 +110,20 @@ def test_submit_unreachable_address_is_one_line(tmp_path: Path) -> None:
     assert r.stderr.strip().startswith("autopipe: error: --address") and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("timeout", ["-5", "0", "nan"])
+def test_submit_bad_timeout_is_one_line_before_connecting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], timeout: str
+) -> None:
+    from autopipe.cli import main
+
+    spec = write_spec(tmp_path / "s.yaml", "x", f"sqlite:///{tmp_path / 'm.db'}", tmp_path / "ray")
+    # the address is unreachable: the timeout is checked first, so its error is the one shown
+    args = ["submit", str(spec), "--address", "http://127.0.0.1:1", "--wait", "--timeout", timeout]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("autopipe: error: --timeout must be a number of seconds > 0"), err
+
+
 def test_stage_uploads_the_jobs_history(tmp_path: Path) -> None:
     from autopipe.errors import ClusterError
     from autopipe.spec import load_spec, parse_spec
