@@ -405,8 +405,25 @@ def _check_paths(spec: JobSpec, local: bool) -> None:
             raise SpecError(f"{where} {str(p)!r} does not exist")
         if not p.is_dir():
             raise SpecError(f"{where} {str(p)!r} must be a folder, but it is a file")
+        key = HISTORY_KEY_FILES[where.split("[")[0]]
+        if not (p / key).is_file():
+            what = {
+                "runs.parquet": "a run table (autopipe history export)",
+                "prior.json": "a fitted prior (autopipe prior fit)",
+                "predictor.json": "a fitted predictor (autopipe predictor fit)",
+            }[key]
+            raise SpecError(f"{where} {str(p)!r} must be {what}, but it has no {key}")
     if local and spec.storage and "://" not in spec.storage:
         check_storage(spec.resolve(spec.storage))
+
+
+# The file that makes a folder what history.* names (autopipe.history.runtable.RUNS_FILE and the
+# prior's / predictor's SIDECAR; not imported here, this module stays free of XGBoost/pandas).
+HISTORY_KEY_FILES = {
+    "history.run_tables": "runs.parquet",
+    "history.prior": "prior.json",
+    "history.predictor": "predictor.json",
+}
 
 
 def check_storage(path: Path) -> None:

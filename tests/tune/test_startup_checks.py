@@ -60,6 +60,17 @@ def _cases(d: Path) -> list[tuple[dict, str]]:
             {"history": {"predictor": "a_file"}},
             f"history.predictor '{d}/a_file' must be a folder, but it is a file",
         ),
+        # a folder that is not what the key names (an empty one, a mistyped level)
+        (
+            {"history": {"run_tables": ["a_dir"]}},
+            f"history.run_tables[0] '{d}/a_dir' must be a run table (autopipe history export), "
+            "but it has no runs.parquet",
+        ),
+        (
+            {"history": {"prior": "a_dir"}},
+            f"history.prior '{d}/a_dir' must be a fitted prior (autopipe prior fit), but it has "
+            "no prior.json",
+        ),
         (
             {"storage": "a_file"},
             f"storage '{d}/a_file' must be a folder (or a URI such as s3://...), but it is a file",
@@ -89,7 +100,21 @@ def _cases(d: Path) -> list[tuple[dict, str]]:
     ]
 
 
-N_CASES = 12
+N_CASES = 14
+
+
+def test_history_key_files_are_the_loaders() -> None:
+    # spec.py names the files without importing the loaders; they must agree
+    from autopipe.history.runtable import RUNS_FILE
+    from autopipe.predictor.model import SIDECAR as PREDICTOR_SIDECAR
+    from autopipe.prior.ranker import SIDECAR as PRIOR_SIDECAR
+    from autopipe.spec import HISTORY_KEY_FILES
+
+    assert HISTORY_KEY_FILES == {
+        "history.run_tables": RUNS_FILE,
+        "history.prior": PRIOR_SIDECAR,
+        "history.predictor": PREDICTOR_SIDECAR,
+    }
 
 
 @pytest.mark.parametrize("i", range(N_CASES))
