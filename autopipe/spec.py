@@ -855,14 +855,17 @@ class _NoAliasLoader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
-            try:
-                if key in seen:
-                    raise SpecError(
-                        f"the job spec has the key {key!r} twice (line {key_node.start_mark.line + 1})"
-                    )
-                seen.add(key)
-            except TypeError:
-                raise SpecError(f"job spec keys must be strings, but got {key!r}") from None
+            if not isinstance(key, str):
+                # YAML 1.1 reads yes/no/on/off/true and numbers as non-strings
+                raise SpecError(
+                    f"job spec keys must be strings, but got {key!r} "
+                    f"(line {key_node.start_mark.line + 1}; quote it)"
+                )
+            if key in seen:
+                raise SpecError(
+                    f"the job spec has the key {key!r} twice (line {key_node.start_mark.line + 1})"
+                )
+            seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 

@@ -151,6 +151,11 @@ BAD = [
         "name: t\ndataset: {task: sort}\neval: {rewards: [{name: exact_match, weight: '1'}]}\n",
         "eval.rewards.0.weight",
     ),
+    # YAML 1.1 reads on/yes/true keys as booleans: named, with the line
+    (
+        "name: t\ndataset: {task: sort}\nspace: {sft: {true: 1}}\n",
+        "job spec keys must be strings, but got True (line 3; quote it)",
+    ),
     # PyYAML reads 1e-4 (no dot) as text: the error says how to write it
     (
         "name: t\ndataset: {task: sort}\nspace: {sft: {lr: {low: 1e-4, high: 1.0e-3}}}\n",
