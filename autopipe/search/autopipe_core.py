@@ -509,16 +509,13 @@ class AutoPipeCore(ModelBasedCore):
     @classmethod
     def check_options(
         cls,
-        budget: int | None = None,
-        warm_start: int = 5,
-        max_fit_iter: int = 50,
         beta_start: float = 1.0,
         beta_end: float = 0.25,
         w_end: float = 0.7,
         cost_weight: float = 0.0,
-        **_: Any,
+        **options: Any,
     ) -> None:
-        super().check_options(budget=budget, warm_start=warm_start, max_fit_iter=max_fit_iter)
+        super().check_options(**options)
         for key, v in (("beta_start", beta_start), ("beta_end", beta_end)):
             if not (math.isfinite(v) and v > 0):
                 raise SpecError(f"search.options.{key} must be > 0, but got {v}")

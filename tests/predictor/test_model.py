@@ -147,30 +147,22 @@ def test_batch_api_and_residual_needs_prior(slope_history: History) -> None:
 
 
 def test_no_curves_is_a_data_error(slope_history: History) -> None:
-    h = History(
-        space=slope_history.space,
-        runs=slope_history.runs,
-        tasks=slope_history.tasks,
-        curves=None,
-        objective="accuracy",
-        mode="max",
-        name="no-curves",
-    )
-    with pytest.raises(DataError, match=r"has no curves \(no curves.parquet\)"):
-        EarlyPredictor.fit(h, 0.3, config=FAST)
-    # a curves file with only run ids and fractions: the message says so
-    bare = slope_history.curves[["run_id", "fraction"]]
-    h = History(
-        space=slope_history.space,
-        runs=slope_history.runs,
-        tasks=slope_history.tasks,
-        curves=bare,
-        objective="accuracy",
-        mode="max",
-        name="no-signals",
-    )
-    with pytest.raises(DataError, match="curves without signal columns"):
-        EarlyPredictor.fit(h, 0.3, config=FAST)
+    # no curves file at all, and one with only run ids and fractions: the message says which
+    for curves, expected in (
+        (None, r"has no curves \(no curves.parquet\)"),
+        (slope_history.curves[["run_id", "fraction"]], "curves without signal columns"),
+    ):
+        h = History(
+            space=slope_history.space,
+            runs=slope_history.runs,
+            tasks=slope_history.tasks,
+            curves=curves,
+            objective="accuracy",
+            mode="max",
+            name="no-curves",
+        )
+        with pytest.raises(DataError, match=expected):
+            EarlyPredictor.fit(h, 0.3, config=FAST)
 
 
 def test_load_rejects_bad_sidecar(tmp_path) -> None:
