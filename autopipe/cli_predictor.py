@@ -91,6 +91,13 @@ def _common_args(p: argparse.ArgumentParser) -> None:
         help="ridge penalty of the linear base the trees start from, per training row; "
         "'none': trees only (default 0.01)",
     )
+    p.add_argument(
+        "--bag",
+        choices=["task", "run"],
+        default="task",
+        help="what each ensemble member's 80 %% bag samples: whole training tasks, or runs "
+        "regardless of task (default task; a history of 1-2 tasks always samples runs)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=1, help="XGBoost threads (default 1)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (for mlflow: sources)")
@@ -120,6 +127,7 @@ def _predictor_config(args: argparse.Namespace) -> Any:
         seed=args.seed,
         n_jobs=args.jobs,
         linear_alpha=alpha,
+        bag_unit=args.bag,
     )
 
 
@@ -183,9 +191,14 @@ def cmd_predictor_evaluate(args: argparse.Namespace) -> int:
         progress=lambda msg: print(msg, file=sys.stderr),
         n_peers=args.peers,
     )
+    bags = (
+        "training tasks (of the runs where there are 2 or fewer)"
+        if config.bag_unit == "task"
+        else "training runs"
+    )
     note = (
-        f"Objective {h.objective} ({h.mode}); {config.n_models} XGBoost regressors per predictor; "
-        f"seed {args.seed}. Proxy vs. the true seed-averaged final objective of each run's "
+        f"Objective {h.objective} ({h.mode}); {config.n_models} XGBoost regressors per predictor, "
+        f"each on {config.bag_fraction:.0%} of the {bags}; seed {args.seed}. Proxy vs. the true seed-averaged final objective of each run's "
         "configuration; metrics per task, averaged over tasks."
     )
     md = render_markdown(ev, f"{h.name}: early predictor vs. curve baselines", note)

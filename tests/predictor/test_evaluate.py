@@ -127,6 +127,13 @@ def test_cli_fit_and_evaluate(tmp_path, capsys) -> None:
          str(tmp_path / "trees"), "--linear-alpha", "none"]
     )  # fmt: skip
     assert rc == 0 and EarlyPredictor.load(tmp_path / "trees").linear == []
+    # members bag whole tasks by default; --bag run is recorded in the sidecar
+    assert EarlyPredictor.load(out).config.bag_unit == "task"
+    rc = cli_main(
+        ["predictor", "fit", "--history", str(table), "--fraction", "0.3", "--out",
+         str(tmp_path / "runbags"), "--bag", "run"]
+    )  # fmt: skip
+    assert rc == 0 and EarlyPredictor.load(tmp_path / "runbags").config.bag_unit == "run"
     rc = cli_main(
         ["predictor", "evaluate", "--history", str(table), "--fraction", "0.3", "--folds", "2",
          "--models", "2", "--csv", str(tmp_path / "rows.csv")]

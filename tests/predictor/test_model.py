@@ -21,6 +21,8 @@ from autopipe.predictor.model import (
     RESIDUAL,
     EarlyPredictor,
     LinearBase,
+    PredictorConfig,
+    member_bag,
     peer_ranks,
     run_targets,
     within_task_z,
@@ -294,14 +296,57 @@ def test_old_sidecar_without_linear_base_loads(tmp_path, slope_history: History)
     trees = EarlyPredictor.fit(slope_history, 0.3, config=replace(FAST, linear_alpha=None))
     path = trees.save(tmp_path / "old")
     side = json.loads((path / "predictor.json").read_text())
-    del side["config"]["linear_alpha"], side["linear"]  # as written before the linear base
+    # as written before the linear base (and before task bags)
+    del side["config"]["linear_alpha"], side["linear"], side["config"]["bag_unit"]
     (path / "predictor.json").write_text(json.dumps(side))
     loaded = EarlyPredictor.load(path)
-    # an old predictor is trees only and predicts as it did
+    # an old predictor is trees only, was fitted on run bags and predicts as it did
     assert loaded.config.linear_alpha is None and loaded.linear == []
+    assert loaded.config.bag_unit == "run"
     _, before, _ = trees.predict_history(slope_history)
     _, after, _ = loaded.predict_history(slope_history)
     np.testing.assert_allclose(after, before, atol=1e-6)
+
+
+def test_member_bag_by_hand() -> None:
+    tasks = np.array(["a"] * 3 + ["b"] * 2 + ["c"] * 4 + ["d"] * 1 + ["e"] * 2)
+    rng = np.random.default_rng(0)
+    bag = member_bag(tasks, 0.6, "task", rng)
+    picked = set(tasks[bag])
+    # round(0.6 * 5 tasks) = 3 tasks, each with every one of its runs and nothing else
+    assert len(picked) == 3
+    assert sorted(bag) == sorted(np.flatnonzero(np.isin(tasks, list(picked))))
+    # a tiny fraction still keeps 2 tasks, so a member never learns from a single task
+    assert len(set(tasks[member_bag(tasks, 0.01, "task", rng)])) == 2
+    # "run" samples round(0.6 * 12) = 7 distinct runs across tasks, sorted
+    runs = member_bag(tasks, 0.6, "run", rng)
+    assert len(runs) == 7 and len(set(runs)) == 7 and np.all(np.diff(runs) > 0)
+    # with 2 tasks, leaving one out would fit a member on the other alone: it samples runs
+    two = np.array(["a"] * 5 + ["b"] * 5)
+    assert len(member_bag(two, 0.8, "task", rng)) == 8
+    # the same generator state gives the same bag
+    assert np.array_equal(
+        member_bag(tasks, 0.6, "task", np.random.default_rng(3)),
+        member_bag(tasks, 0.6, "task", np.random.default_rng(3)),
+    )
+
+
+def test_task_bags_leave_whole_tasks_out_of_each_member() -> None:
+    h = make_curve_history(n_configs=60, n_tasks=5, seed=2)
+    frame = run_targets(h)
+    train = frame.loc[frame["task"] != "t4", "run_id"].tolist()
+    test = frame.loc[frame["task"] == "t4", "run_id"].tolist()
+    model = EarlyPredictor.fit(h, 0.3, run_ids=train, config=replace(FAST, bag_unit="task"))
+    # each member left 1 of the 4 training tasks out whole: the OOB error (the noise floor) is
+    # measured on tasks the member did not see
+    assert math.isfinite(model.training["oob_mse"])
+    assert model.floor >= model.training["oob_mse"]
+    # the planted slope transfers to a fifth task no member saw
+    frame, mean, _ = model.predict_history(h, test)
+    assert spearmanr(mean, frame["y_max_cfg"]).statistic > 0.8
+    # an unknown unit is a one-line error naming the field
+    with pytest.raises(DataError, match=r"bag_unit must be one of \['task', 'run'\]"):
+        PredictorConfig(bag_unit="tasks").validate()
 
 
 def test_load_rejects_a_linear_base_that_does_not_fit(tmp_path, slope_history: History) -> None:
