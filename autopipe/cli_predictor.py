@@ -198,8 +198,9 @@ def cmd_predictor_evaluate(args: argparse.Namespace) -> int:
     )
     note = (
         f"Objective {h.objective} ({h.mode}); {config.n_models} XGBoost regressors per predictor, "
-        f"each on {config.bag_fraction:.0%} of the {bags}; seed {args.seed}. Proxy vs. the true seed-averaged final objective of each run's "
-        "configuration; metrics per task, averaged over tasks."
+        f"each on {config.bag_fraction:.0%} of the {bags}; seed {args.seed}. Proxy vs. the true "
+        "seed-averaged final objective of each run's configuration; metrics per task, averaged "
+        "over tasks."
     )
     md = render_markdown(ev, f"{h.name}: early predictor vs. curve baselines", note)
     print(md)
