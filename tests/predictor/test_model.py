@@ -331,14 +331,14 @@ def test_member_bag_by_hand() -> None:
     )
 
 
-def test_task_bags_leave_whole_tasks_out_of_each_member() -> None:
+def test_task_bagged_predictor_transfers_to_an_unseen_task() -> None:
     h = make_curve_history(n_configs=60, n_tasks=5, seed=2)
     frame = run_targets(h)
     train = frame.loc[frame["task"] != "t4", "run_id"].tolist()
     test = frame.loc[frame["task"] == "t4", "run_id"].tolist()
     model = EarlyPredictor.fit(h, 0.3, run_ids=train, config=replace(FAST, bag_unit="task"))
-    # each member left 1 of the 4 training tasks out whole: the OOB error (the noise floor) is
-    # measured on tasks the member did not see
+    # each member left 1 of the 4 training tasks out whole (which runs: test_member_bag_by_hand);
+    # the OOB error of those runs sets a finite noise floor
     assert math.isfinite(model.training["oob_mse"])
     assert model.floor >= model.training["oob_mse"]
     # the planted slope transfers to a fifth task no member saw
