@@ -4,6 +4,7 @@ one-line errors naming the file. Models themselves are XGBoost files; nothing is
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,3 +24,14 @@ def read_sidecar(root: str | Path, name: str, fmt: str, what: str) -> dict[str, 
         got = d.get("format") if isinstance(d, dict) else type(d).__name__
         raise DataError(f"{file}: format must be {fmt!r}, but got {got!r}")
     return d
+
+
+def save_models(root: str | Path, models: Sequence[Any]) -> list[str]:
+    """Create the folder ``root`` and write each XGBoost model (anything with ``save_model``) as
+    ``root/model_<k>.ubj``; returns the file names in order, for the sidecar's ``models``."""
+    folder = Path(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"model_{k}.ubj" for k in range(len(models))]
+    for m, name in zip(models, names, strict=True):
+        m.save_model(str(folder / name))
+    return names

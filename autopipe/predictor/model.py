@@ -54,7 +54,7 @@ from autopipe.history.metafeatures import FeatureFilter, select_meta_features
 from autopipe.history.model import META_PREFIX, History, Y, configs_to_frame
 from autopipe.predictor.features import FRACTION_TOL, PrefixFeaturizer, as_float
 from autopipe.prior.ranker import RankingPrior
-from autopipe.sidecar import read_sidecar
+from autopipe.sidecar import read_sidecar, save_models
 from autopipe.space import Space
 
 FORMAT = "autopipe-predictor/1"
@@ -751,12 +751,7 @@ class EarlyPredictor:
     def save(self, path: str | Path) -> Path:
         """Write ``path/predictor.json`` and ``path/model_<k>.ubj`` (a folder, created)."""
         root = Path(path)
-        root.mkdir(parents=True, exist_ok=True)
-        models = []
-        for k, m in enumerate(self.members):
-            name = f"model_{k}.ubj"
-            m.save_model(str(root / name))
-            models.append(name)
+        models = save_models(root, self.members)
         sidecar = {
             "format": FORMAT,
             "variant": self.variant,

@@ -23,7 +23,7 @@ from scipy.stats import rankdata
 from autopipe.errors import DataError
 from autopipe.history.metafeatures import FeatureFilter, select_meta_features
 from autopipe.history.model import META_PREFIX, History, configs_to_frame
-from autopipe.sidecar import read_sidecar
+from autopipe.sidecar import read_sidecar, save_models
 from autopipe.space import Space
 
 FORMAT = "autopipe-prior/1"
@@ -278,12 +278,7 @@ class RankingPrior:
     def save(self, path: str | Path) -> Path:
         """Write ``path/prior.json`` and ``path/model_<k>.ubj`` (a folder, created)."""
         root = Path(path)
-        root.mkdir(parents=True, exist_ok=True)
-        models = []
-        for k, b in enumerate(self.boosters):
-            name = f"model_{k}.ubj"
-            b.save_model(str(root / name))
-            models.append(name)
+        models = save_models(root, self.boosters)
         sidecar = {
             "format": FORMAT,
             "space": self.space.to_json(),
