@@ -1,5 +1,6 @@
-"""Reading the JSON sidecar that describes a saved model folder (the prior, the predictor):
-one-line errors naming the file. Models themselves are XGBoost files; nothing is pickled."""
+"""A saved model folder (the prior, the predictor): its XGBoost model files, written in one
+layout, and the JSON sidecar that describes them, read with one-line errors naming the file.
+Nothing is pickled."""
 
 from __future__ import annotations
 
