@@ -1,8 +1,8 @@
 """MLflow outages during a job: the Tracker queues writes on the driver while the tracking server
 is unreachable and flushes them, in order, when it answers again. A real `mlflow server` on
-127.0.0.1 is stopped for at least 30 s mid-job and restarted on the same port and store; every trial's
-params, full metric step series and final status must be in MLflow afterwards. The buffer itself
-is unit-tested against a fake client and a closed port."""
+127.0.0.1 is stopped for at least 30 s mid-job and restarted on the same port and store; every
+trial's params, full metric step series and final status must be in MLflow afterwards. The buffer
+itself is unit-tested against a fake client and a closed port."""
 
 from __future__ import annotations
 
