@@ -1,7 +1,9 @@
 """Read an MLflow experiment written by ``autopipe tune`` (parent job runs, child trial runs) into a
 :class:`History`, following the names of :mod:`autopipe.metrics`. Only trials that ran to the end
 (completed) or failed become runs: an early-stopped or killed trial has no final objective of a
-full run. This module reads MLflow; it does not write to it.
+full run. A promoted trial (one that resumed an early-stopped trial's checkpoint) becomes one full
+run: its source's curve prefix and cost in front of its own. This module reads MLflow; it does not
+write to it.
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ def read_mlflow_experiment(experiment: str, tracking_uri: str | None = None) -> 
     from mlflow.exceptions import MlflowException
 
     try:
-        return _read_experiment(client, exp.experiment_id, experiment, where, tracking_uri)
+        # the store open_client resolved (None: $MLFLOW_TRACKING_URI, else AutoPipe's default);
+        # MLflow's artifact download would read None as its own default, ./mlflow.db
+        return _read_experiment(client, exp.experiment_id, experiment, where, client.tracking_uri)
     except MlflowException as e:  # a page, a metric history or an artifact the store refused
         raise TrackingError(
             f"{where}: reading the tracking store failed ({_first_line(e)})"
@@ -69,6 +73,14 @@ def _read_experiment(
     trials = _search(client, experiment_id, f"tags.`{M.TAG_ROLE}` = 'trial'")
     job_dataset = {r.info.run_id: r.data.tags.get(M.TAG_DATASET) for r in jobs}
 
+    # a promoted trial's run holds only what it ran after resuming its early-stopped source's
+    # checkpoint: the source's run holds the curve's prefix and its cost
+    by_trial = {
+        (r.data.tags.get("mlflow.parentRunId", ""), r.data.tags.get(M.TAG_TRIAL_ID, "")): r
+        for r in trials
+    }
+    prefix_of: dict[str, str] = {}  # promoted run id -> its source's run id
+
     rows: list[dict[str, Any]] = []
     meta_by_task: dict[str, dict[str, float]] = {}
     for r in trials:
@@ -76,6 +88,11 @@ def _read_experiment(
         status = tags.get(M.TAG_STATUS, M.STATUS_RUNNING)
         if status not in (M.STATUS_COMPLETED, M.STATUS_FAILED):
             continue
+        source = by_trial.get(
+            (tags.get("mlflow.parentRunId", ""), tags.get(M.TAG_PROMOTED_FROM) or "\0")
+        )
+        if source is not None:
+            prefix_of[r.info.run_id] = source.info.run_id
         parent = tags.get("mlflow.parentRunId")
         dataset = tags.get(M.TAG_DATASET) or job_dataset.get(parent or "")
         if not dataset:
@@ -92,7 +109,10 @@ def _read_experiment(
         row["seed"] = int(float(params["seed"])) if "seed" in params else 0
         failed = status == M.STATUS_FAILED
         row[Y] = math.nan if failed else float(r.data.metrics.get(M.OBJECTIVE, math.nan))
-        row[COST] = float(r.data.metrics.get(M.COST_S, math.nan))
+        # a promoted run's own cost plus its source's prefix, which it did not recompute
+        row[COST] = float(r.data.metrics.get(M.COST_S, math.nan)) + _float(
+            tags.get(M.TAG_COST_SAVED, 0.0)
+        )
         reason = tags.get(M.TAG_FAILURE, "").lower()
         row[STATUS] = (
             ("diverged" if any(w in reason for w in _DIVERGED_WORDS) else "failed")
@@ -107,7 +127,7 @@ def _read_experiment(
     runs = runs[["run_id", "task", "seed", *space.names, Y, COST, STATUS]]
     validate_params(where, runs, space)
     tasks = _tasks_frame(meta_by_task)
-    curves = _read_curves(client, list(runs["run_id"]))
+    curves = _read_curves(client, list(runs["run_id"]), prefix_of)
     return History(
         space=space,
         runs=runs,
@@ -235,26 +255,46 @@ def _tasks_frame(meta_by_task: dict[str, dict[str, float]]) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-def _read_curves(client: Any, run_ids: list[str]) -> pd.DataFrame | None:
-    """Join each run's ``fraction`` series with its curve-signal series on step."""
+def _read_curves(
+    client: Any, run_ids: list[str], prefix_of: Mapping[str, str] | None = None
+) -> pd.DataFrame | None:
+    """Join each run's ``fraction`` series with its curve-signal series on step; a promoted run
+    (``prefix_of``: its run id -> the early-stopped source's) gets the source's points before its
+    own first fraction in front."""
     frames = []
     for rid in run_ids:
-        frac = _series(client, rid, M.FRACTION)
-        if frac.empty:
+        df = _curve(client, rid)
+        src = (prefix_of or {}).get(rid)
+        if src is not None:
+            head = _curve(client, src)
+            if df.empty:
+                df = head
+            elif not head.empty:
+                first = df[M.FRACTION].min()
+                df = pd.concat([head.loc[head[M.FRACTION] < first], df], ignore_index=True)
+        if df.empty:
             continue
-        df = frac.rename(M.FRACTION).to_frame()
-        for sig in M.CURVE_SIGNALS:
-            s = _series(client, rid, sig)
-            if not s.empty:
-                df[sig] = s.reindex(df.index)
-        df = df.loc[(df[M.FRACTION] > 0) & (df[M.FRACTION] <= 1)]
         df.insert(0, "run_id", rid)
-        frames.append(df.reset_index(drop=True))
+        frames.append(df)
     if not frames:
         return None
     curves = pd.concat(frames, ignore_index=True)
     curves = curves.rename(columns={M.FRACTION: FRACTION})
     return curves.sort_values(["run_id", FRACTION], kind="stable").reset_index(drop=True)
+
+
+def _curve(client: Any, run_id: str) -> pd.DataFrame:
+    """One run's curve: its ``fraction`` series and the curve signals joined on step."""
+    frac = _series(client, run_id, M.FRACTION)
+    if frac.empty:
+        return pd.DataFrame()
+    df = frac.rename(M.FRACTION).to_frame()
+    for sig in M.CURVE_SIGNALS:
+        s = _series(client, run_id, sig)
+        if not s.empty:
+            df[sig] = s.reindex(df.index)
+    df = df.loc[(df[M.FRACTION] > 0) & (df[M.FRACTION] <= 1)]
+    return df.reset_index(drop=True)
 
 
 def _series(client: Any, run_id: str, key: str) -> pd.Series:

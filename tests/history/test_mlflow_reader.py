@@ -187,3 +187,64 @@ def test_experiment_without_job_run(store: str) -> None:
     client.create_run(exp, tags={M.TAG_ROLE: "trial"})
     with pytest.raises(DataError, match="no parent run"):
         read_mlflow_experiment("bare", tracking_uri=store)
+
+
+def test_default_store_reads_artifacts_from_that_store(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No --tracking-uri and no $MLFLOW_TRACKING_URI: AutoPipe's default store (where
+    # `autopipe tune` writes), for the job runs' artifacts too, not MLflow's ./mlflow.db default.
+    import autopipe.tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(autopipe.tracking, "default_tracking_uri", lambda: store)
+    monkeypatch.chdir(tmp_path)
+    h = read_mlflow_experiment("job1")
+    assert len(h.runs) == 5 and h.space.to_json() == SPACE.to_json()
+    assert not (tmp_path / "mlflow.db").exists()  # reading created no store here
+
+
+def test_promoted_run_gets_its_source_prefix(store: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store)
+    root = Path(store[len("sqlite:///") :]).parent
+    exp = client.create_experiment("job2", artifact_location=str(root / "job2"))
+    p = client.create_run(exp, tags={M.TAG_ROLE: "job", M.TAG_DATASET: "gsm8k"})
+    client.log_dict(p.info.run_id, SPACE.to_json(), M.ARTIFACT_SPACE)
+    params = {"sft.lr": "1e-05", "sft.epochs": "2", "rl.algorithm": "grpo"}
+
+    def trial(tid: str, status: str, steps: dict[int, float], cost: float, **tags: str) -> str:
+        base = {"mlflow.parentRunId": p.info.run_id, M.TAG_ROLE: "trial", M.TAG_TRIAL_ID: tid}
+        rid = client.create_run(exp, tags={**base, M.TAG_STATUS: status, **tags}).info.run_id
+        for k, v in params.items():
+            client.log_param(rid, k, v)
+        for step, frac in steps.items():
+            client.log_metric(rid, M.FRACTION, frac, step=step)
+            client.log_metric(rid, M.TRAIN_LOSS, 1.0 / step, step=step)
+        client.log_metric(rid, M.COST_S, cost, step=max(steps))
+        return rid
+
+    trial("t1", M.STATUS_EARLY_STOPPED, {1: 0.25, 2: 0.5}, 50.0)
+    rid = trial(
+        "t2",
+        M.STATUS_COMPLETED,
+        {3: 0.75, 4: 1.0},
+        60.0,
+        **{M.TAG_PROMOTED_FROM: "t1", M.TAG_COST_SAVED: "50.00"},
+    )
+    client.log_metric(rid, M.OBJECTIVE, 0.5, step=4)
+    # an unrelated trial whose source is unknown keeps its own curve and cost
+    lone = trial("t3", M.STATUS_COMPLETED, {3: 0.75, 4: 1.0}, 70.0, **{M.TAG_PROMOTED_FROM: "x"})
+    client.log_metric(lone, M.OBJECTIVE, 0.4, step=4)
+
+    h = read_mlflow_experiment("job2", tracking_uri=store)
+    runs = h.runs.set_index("run_id")
+    assert sorted(runs.index) == sorted([rid, lone])  # the early-stopped source is no run
+    assert runs.loc[rid, "cost"] == pytest.approx(110.0)  # its own 60 s + the source's 50 s
+    assert runs.loc[lone, "cost"] == pytest.approx(70.0)
+    assert h.curves is not None
+    curve = h.curves.loc[h.curves.run_id == rid]
+    assert curve["fraction"].tolist() == [0.25, 0.5, 0.75, 1.0]  # the source's prefix first
+    assert curve["train_loss"].tolist() == pytest.approx([1.0, 0.5, 1 / 3, 0.25])
+    assert h.curves.loc[h.curves.run_id == lone, "fraction"].tolist() == [0.75, 1.0]
