@@ -86,11 +86,14 @@ def submit(
     timeout_s: float = 3600.0,
     env: dict[str, str] | None = None,
 ) -> int:
+    from ray.exceptions import RpcError
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     try:
         client = JobSubmissionClient(address)
-    except (ConnectionError, RuntimeError, ValueError) as e:
+    except (ConnectionError, RuntimeError, ValueError, RpcError) as e:
+        # RpcError: a HOST:PORT without a scheme is taken as a GCS address, and Ray gives up on
+        # an unreachable one after its own timeout
         raise ClusterError(
             f"--address {address!r}: cannot reach the Ray Job API ({_first(e)})"
         ) from None

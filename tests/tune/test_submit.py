@@ -110,6 +110,29 @@ def test_submit_unreachable_address_is_one_line(tmp_path: Path) -> None:
     assert r.stderr.strip().startswith("autopipe: error: --address") and "Traceback" not in r.stderr
 
 
+def test_submit_unreachable_gcs_address_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import ray.job_submission
+    from ray.exceptions import RpcError
+
+    from autopipe.cli import main
+
+    # HOST:PORT without a scheme is a GCS address to Ray, which gives up on an unreachable one
+    # with RpcError after ~35 s (checked by hand on 127.0.0.1:1); here the client raises it at once
+    def unreachable(address: str, *a: object, **kw: object) -> None:
+        raise RpcError("Timed out while waiting for GCS to become available.")
+
+    monkeypatch.setattr(ray.job_submission, "JobSubmissionClient", unreachable)
+    spec = write_spec(tmp_path / "s.yaml", "x", f"sqlite:///{tmp_path / 'm.db'}", tmp_path / "ray")
+    assert main(["submit", str(spec), "--address", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "autopipe: error: --address '127.0.0.1:1': cannot reach the Ray Job API "
+        "(Timed out while waiting for GCS to become available.)"
+    )
+
+
 @pytest.mark.parametrize("timeout", ["-5", "0", "nan"])
 def test_submit_bad_timeout_is_one_line_before_connecting(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], timeout: str
