@@ -368,10 +368,9 @@ def check_paths(spec: JobSpec, local: bool = True) -> None:
 def _check_paths(spec: JobSpec, local: bool) -> None:
     ds = spec.dataset
     if ds.path is not None:
-        # resolved as autopipe.tasks.load_dataset does (``~``, relative to the spec's folder)
-        p = Path(ds.path).expanduser()
-        if not p.is_absolute():
-            p = spec.base_dir / p
+        # resolved as autopipe.tasks.load_dataset does (``~``, ``$VARS``, relative to the spec's
+        # folder)
+        p = spec.resolve(ds.path)
         if not p.exists():
             raise SpecError(f"dataset.path {str(p)!r} does not exist")
         if p.is_dir():

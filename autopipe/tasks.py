@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 import string
@@ -472,7 +473,7 @@ def load_dataset(ds: Any, base_dir: Path | None = None) -> TaskData:
     """Build the :class:`TaskData` a :class:`autopipe.spec.DatasetSpec` describes."""
     if ds.task is not None:
         return make_builtin(ds.task, ds.n_train, ds.n_rl, ds.n_eval, ds.seed)
-    p = Path(ds.path).expanduser()
+    p = Path(os.path.expandvars(os.path.expanduser(ds.path)))  # as JobSpec.resolve
     if not p.is_absolute() and base_dir is not None:
         p = base_dir / p
     return load_file(

@@ -81,3 +81,26 @@ def test_pubmedqa(shared_dir: Path) -> None:
     assert len(d.eval) == 500  # the official test split
     assert {e.answer for e in d.eval} == {"yes", "no", "maybe"}
     assert not {e.prompt for e in d.eval} & {e.prompt for e in d.train}
+
+
+def test_dataset_path_expands_vars_as_every_spec_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from autopipe.spec import check_paths, load_spec
+    from autopipe.tasks import load_dataset
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"prompt": f"{i}+1=", "answer": str(i + 1)} for i in range(30)]
+    (data / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    monkeypatch.setenv("AP_TEST_DATA", str(data))
+    job = tmp_path / "jobs" / "j.yaml"
+    job.parent.mkdir()
+    job.write_text(
+        "name: t\ndataset: {path: $AP_TEST_DATA/d.jsonl, n_train: 10, n_rl: 5, n_eval: 5}\n"
+    )
+    spec = load_spec(job)
+    check_paths(spec)  # what `autopipe validate` and `tune` check: the file exists
+    assert spec.resolve(spec.dataset.path) == data / "d.jsonl"
+    d = load_dataset(spec.dataset, spec.base_dir)
+    assert len(d.train) == 10 and len(d.eval) == 5
