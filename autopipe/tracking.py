@@ -283,6 +283,13 @@ class Tracker:
 
     def experiment_id(self, name: str, create: bool = True) -> str:
         exp = self._call("get experiment", lambda: self.client.get_experiment_by_name(name))
+        if exp is not None and create and exp.lifecycle_stage == "deleted":
+            # MLflow finds deleted experiments by name but refuses runs in them
+            raise TrackingError(
+                f"MLflow experiment {name!r} at {self.uri} is deleted (id {exp.experiment_id}); "
+                f"restore it (mlflow experiments restore --experiment-id {exp.experiment_id}) or "
+                "set tracking.experiment to another name"
+            )
         if exp is not None:
             return exp.experiment_id
         if not create:

@@ -47,6 +47,23 @@ def test_readers_do_not_create_a_store(tmp_path: Path) -> None:
     assert not db.exists()
 
 
+def test_deleted_experiment_is_named_with_what_to_do(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    t = Tracker(uri)
+    eid = t.experiment_id("job")
+    t.client.delete_experiment(eid)
+    # MLflow still finds it by name but refuses new runs in it: say so before the job starts
+    with pytest.raises(
+        TrackingError,
+        match=rf"^MLflow experiment 'job' at .* is deleted \(id {eid}\); restore it .*"
+        "or set tracking.experiment to another name$",
+    ):
+        t.experiment_id("job")
+    assert t.experiment_id("job", create=False) == eid  # readers may still read it
+    t.client.restore_experiment(eid)
+    assert t.experiment_id("job") == eid
+
+
 def test_cli_prints_one_line(tmp_path: Path) -> None:
     garbage = tmp_path / "g.db"
     garbage.write_text("not a database\n")
