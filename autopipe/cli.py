@@ -22,17 +22,33 @@ def _quiet_env() -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Check each spec; with one spec an error is the usual one line, with several each bad
+    spec gets its line (prefixed with its path) and the others are still checked."""
+    if len(args.spec) == 1:
+        _validate_one(args.spec[0])
+        return 0
+    code = 0
+    for path in args.spec:
+        try:
+            _validate_one(path)
+        except AutoPipeError as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"autopipe: error: {path}: {msg}", file=sys.stderr)
+            code = max(code, e.exit_code)
+    return code
+
+
+def _validate_one(path: str) -> None:
     from autopipe.spec import load_spec
     from autopipe.tune.runner import preflight
 
-    spec = load_spec(args.spec)
+    spec = load_spec(path)
     space = spec.to_space()
     preflight(spec, space)  # the checks `tune` makes before starting Ray
     print(
-        f"{args.spec}: ok - job {spec.name!r}, {len(space)} searched parameters "
+        f"{path}: ok - job {spec.name!r}, {len(space)} searched parameters "
         f"({', '.join(space.names)}), {spec.budget.max_trials} trials, search {spec.search.algorithm}"
     )
-    return 0
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -128,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    v = sub.add_parser("validate", help="check a job spec and print its search space")
-    v.add_argument("spec")
+    v = sub.add_parser("validate", help="check job specs and print their search spaces")
+    v.add_argument("spec", nargs="+", help="job YAML(s)")
     v.set_defaults(func=cmd_validate)
 
     t = sub.add_parser("tune", help="run a tuning job (embedded Ray, or --address)")

@@ -212,6 +212,21 @@ def test_bad_specs_one_line_exit_2(
     assert expected in err, err
 
 
+def test_validate_several_specs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(GOOD)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: t\ndataset: {task: nope}\n")
+    # every spec is checked; each bad one is one line naming its file, and the exit code is 2
+    assert main(["validate", str(good), str(bad), str(good)]) == 2
+    out, err = capsys.readouterr()
+    assert out.count(": ok - job 't'") == 2
+    assert err.count("\n") == 1 and err.startswith(
+        f"autopipe: error: {bad}: dataset task must be one of"
+    ), err
+    assert main(["validate", str(good), str(good)]) == 0
+
+
 def test_missing_file_and_non_utf8(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="does not exist"):
         load_spec(tmp_path / "nope.yaml")
