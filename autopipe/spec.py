@@ -140,6 +140,16 @@ class DatasetSpec(_Strict):
     n_eval: int = Field(default=200, ge=4, le=100_000)
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v: str | None) -> str | None:
+        if v is not None:
+            from autopipe.tasks import TASKS  # lazy: spec validation stays light
+
+            if v not in TASKS:
+                raise ValueError(f"must be one of {sorted(TASKS)}, but got {v!r}")
+        return v
+
     @model_validator(mode="after")
     def _source(self) -> DatasetSpec:
         if (self.task is None) == (self.path is None):
@@ -147,11 +157,6 @@ class DatasetSpec(_Strict):
                 "must set exactly one of task (a built-in task) or path (a local file), "
                 f"but got task={self.task!r}, path={self.path!r}"
             )
-        if self.task is not None:
-            from autopipe.tasks import TASKS  # lazy: spec validation stays light
-
-            if self.task not in TASKS:
-                raise ValueError(f"task must be one of {sorted(TASKS)}, but got {self.task!r}")
         return self
 
 

@@ -29,7 +29,7 @@ space:
 BAD = [
     ("name: t\n", "dataset is required"),
     ("dataset: {task: sort}\n", "name is required"),
-    ("name: t\ndataset: {task: nope}\n", "dataset task must be one of"),
+    ("name: t\ndataset: {task: nope}\n", "dataset.task must be one of"),
     ("name: t\ndataset: {task: sort, path: x.jsonl}\n", "exactly one of task"),
     ("name: t\ndataset: {}\n", "exactly one of task"),
     ("name: t\ndataset: {task: sort}\nbogus: 1\n", "bogus is not a valid key"),
@@ -222,7 +222,7 @@ def test_validate_several_specs(tmp_path: Path, capsys: pytest.CaptureFixture[st
     out, err = capsys.readouterr()
     assert out.count(": ok - job 't'") == 2
     assert err.count("\n") == 1 and err.startswith(
-        f"autopipe: error: {bad}: dataset task must be one of"
+        f"autopipe: error: {bad}: dataset.task must be one of"
     ), err
     assert main(["validate", str(good), str(good)]) == 0
 
