@@ -63,6 +63,9 @@ class TrialRecord:
     proxy: float | None = None
     proxy_var: float | None = None
     checkpoint: str | None = None
+    # spent by earlier attempts of this trial: a retry or --resume restarts it from a checkpoint,
+    # and its reports' cost_s may start again from ~0 (a fresh process clock)
+    cost_before_s: float = 0.0
 
     @property
     def last(self) -> dict[str, Any]:
@@ -72,6 +75,11 @@ class TrialRecord:
     def cost_s(self) -> float:
         c = self.last.get(M.COST_S)
         return float(c) if isinstance(c, (int, float)) and math.isfinite(c) else 0.0
+
+    @property
+    def spent_s(self) -> float:
+        """What the trial has cost so far: earlier attempts plus the current one."""
+        return self.cost_before_s + self.cost_s
 
     @property
     def fraction(self) -> float:
@@ -98,7 +106,14 @@ class Ledger:
         if step is not None and last is not None and step < last:
             # A trial restarted from a checkpoint (retry, --resume) reports those steps again:
             # keep one ordered curve, the latest reports from the rewound step on.
+            abandoned = rec.cost_s
             rec.reports = [r for r in rec.reports if r.get(M.GLOBAL_STEP, -1) < step]
+            kept = rec.cost_s
+            new = result.get(M.COST_S)
+            restarted = isinstance(new, (int, float)) and math.isfinite(new) and new < kept
+            # the abandoned attempt's cost stays spent: all of it when the new attempt's clock
+            # starts again, what it ran past the checkpoint when the clock carries on from there
+            rec.cost_before_s += abandoned if restarted else max(abandoned - kept, 0.0)
         rec.reports.append({k: result[k] for k in _KEEP if k in result})
         if result.get(M.CHECKPOINT_PATH):
             rec.checkpoint = str(result[M.CHECKPOINT_PATH])
@@ -145,7 +160,8 @@ class Ledger:
         )
 
     def spent_s(self) -> float:
-        return sum(r.cost_s for r in self.trials.values())
+        """Trial-seconds spent by every trial, earlier attempts of retried trials included."""
+        return sum(r.spent_s for r in self.trials.values())
 
     # ------------------------------------------------------------------ state
     STATE_VERSION = 1

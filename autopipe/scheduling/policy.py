@@ -3,7 +3,8 @@ its early-stop fraction) or STOP_FAILED (it diverged). Ray-free and stateless: t
 pure function of the curve so far.
 
 Rules (JF-HPO's divergence rules, thresholds configurable):
-- a non-finite train or eval loss;
+- a non-finite train or eval loss, or an RL report's non-finite KL or mean reward (with the KL
+  penalty off or a reward masked, the loss can stay finite while these are not);
 - RL KL growing by more than ``kl_growth`` (15 %) per report for ``patience`` (5) consecutive
   reports, counted only while the previous KL is above ``kl_floor`` (relative growth of a KL
   near zero is noise);
@@ -87,6 +88,14 @@ def decide(reports: Sequence[dict[str, Any]], rules: StopRules) -> Verdict:
             return Verdict(
                 Decision.STOP_FAILED, f"non-finite {key} ({v}) at step {last.get(M.GLOBAL_STEP)}"
             )
+    if last.get(M.STAGE) == "rl":
+        for key in (M.KL, M.REWARD_MEAN):
+            v = last.get(key)
+            if v is not None and not _finite(v):
+                return Verdict(
+                    Decision.STOP_FAILED,
+                    f"non-finite {key} ({v}) at step {last.get(M.GLOBAL_STEP)}",
+                )
     kl = _rl_series(reports, M.KL)
     grow = _run_length(kl, lambda a, b: a > rules.kl_floor and b > a * (1 + rules.kl_growth))
     if grow >= rules.patience:

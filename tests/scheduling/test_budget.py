@@ -75,6 +75,28 @@ def test_a_trial_restarted_from_a_checkpoint_keeps_one_ordered_curve() -> None:
     assert [r[M.GLOBAL_STEP] for r in ledger.get("t").reports] == [10, 20, 25, 25]
 
 
+def test_a_retried_trial_keeps_what_its_earlier_attempt_spent() -> None:
+    ledger = Ledger()
+    gate = BudgetGate(ledger, cost_cap_s=150.0, early_stop_fraction=1.0)
+    for step in range(1, 11):  # the first attempt: 10 steps, 10 s each
+        ledger.record("t", {}, {M.GLOBAL_STEP: step, M.FRACTION: step / 20, M.COST_S: 10.0 * step})
+    assert ledger.spent_s() == 100.0
+    # Ray Train retries it from its step-5 checkpoint in a new process: its clock starts again
+    ledger.record("t", {}, {M.GLOBAL_STEP: 6, M.FRACTION: 0.3, M.COST_S: 5.0})
+    assert ledger.spent_s() == 105.0  # the first attempt's 100 s are still spent
+    for step in range(7, 12):
+        ledger.record("t", {}, {M.GLOBAL_STEP: step, M.FRACTION: step / 20, M.COST_S: 5.0 * step})
+    assert ledger.spent_s() == 155.0 and gate.exhausted()  # the cap counts both attempts
+    # A clock that carries on from the checkpoint (step 8 at 40 s): only what the abandoned
+    # attempt ran past it is added (55 - 40 = 15 s).
+    ledger.record("t", {}, {M.GLOBAL_STEP: 9, M.FRACTION: 0.45, M.COST_S: 45.0})
+    assert ledger.spent_s() == pytest.approx(100.0 + 15.0 + 45.0)
+    # the earlier attempts' cost survives a save/restore of the ledger
+    restored = Ledger()
+    restored.load_state(ledger.state())
+    assert restored.spent_s() == ledger.spent_s()
+
+
 def test_proxy_gets_the_other_trials_as_peers_but_not_failed_ones() -> None:
     seen: list[list] = []
 

@@ -42,6 +42,19 @@ def test_non_finite_loss_fails() -> None:
     )
 
 
+def test_non_finite_kl_or_reward_fails_while_the_loss_is_finite() -> None:
+    # An infinite KL (KL penalty off, so the loss stays finite): the trial failed.
+    v = decide([rl(0.6, kl=0.01), rl(0.7, kl=math.inf)], RULES)
+    assert v.decision is Decision.STOP_FAILED and "non-finite kl" in v.reason
+    # A NaN mean reward: failed too.
+    v = decide([rl(0.6, reward=0.5), rl(0.7, reward=math.nan)], RULES)
+    assert v.decision is Decision.STOP_FAILED and "non-finite reward_mean" in v.reason
+    # An RL report without KL or reward at all is not a failure.
+    assert decide([rl(0.6), rl(0.7)], RULES).decision is Decision.CONTINUE
+    # A NaN KL on an earlier report followed by a finite one: only the latest report counts.
+    assert decide([rl(0.6, kl=math.nan), rl(0.7, kl=0.01)], RULES).decision is Decision.CONTINUE
+
+
 def test_early_point_needs_the_trials_own_flag() -> None:
     # Reaching the fraction on an ordinary log report is not yet the stop (the trial is saving).
     assert decide([sft(0.5)], RULES).decision is Decision.CONTINUE
