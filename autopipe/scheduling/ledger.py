@@ -4,12 +4,15 @@ statuses). Ray-free; it holds no model, only a proxy function it is given."""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from autopipe import metrics as M
+
+log = logging.getLogger(__name__)
 
 # (reports so far, configuration, peers) -> (proxy score, variance); maximised like the
 # objective. ``peers`` are the report lists of the job's other trials (any status but failed), so
@@ -134,7 +137,14 @@ class Ledger:
             and r.status != M.STATUS_FAILED
             and not r.last.get(M.FAILED)  # ended by an error report before any decision
         ]
-        proxy, var = self.proxy_fn(rec.reports, rec.config, peers)
+        try:
+            proxy, var = self.proxy_fn(rec.reports, rec.config, peers)
+        except Exception as e:  # noqa: BLE001 - this runs inside Tune's event loop: a proxy that
+            # cannot score one trial must not end the job; the trial gets no proxy (the searcher
+            # then sees it as failed) and the reason is kept
+            log.warning("trial %s: no proxy score (%s: %s)", trial_id, type(e).__name__, e)
+            rec.reason = f"no proxy score: {type(e).__name__}: {e}"
+            proxy, var = math.nan, None
         rec.proxy = proxy if math.isfinite(proxy) else None
         rec.proxy_var = var
         return rec

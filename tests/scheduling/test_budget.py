@@ -97,6 +97,20 @@ def test_a_retried_trial_keeps_what_its_earlier_attempt_spent() -> None:
     assert restored.spent_s() == ledger.spent_s()
 
 
+def test_a_proxy_that_raises_leaves_the_trial_unscored_not_the_job_dead() -> None:
+    from autopipe.errors import DataError
+
+    def broken(reports, config, peers):
+        raise DataError("fraction must be > 0")
+
+    ledger = Ledger(broken)
+    _add(ledger, "t", 0.5, 1.0)
+    rec = ledger.mark_early_stopped("t")  # runs in Tune's event loop: must not raise
+    assert rec.status == M.STATUS_EARLY_STOPPED and rec.proxy is None
+    assert rec.reason == "no proxy score: DataError: fraction must be > 0"
+    assert ledger.score("t", None, M.OBJECTIVE) == (None, None)  # the searcher sees no value
+
+
 def test_proxy_gets_the_other_trials_as_peers_but_not_failed_ones() -> None:
     seen: list[list] = []
 
