@@ -32,8 +32,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         try:
             _validate_one(path)
         except AutoPipeError as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            print(f"autopipe: error: {path}: {msg}", file=sys.stderr)
+            print(f"autopipe: error: {path}: {_one_line(e)}", file=sys.stderr)
             code = max(code, e.exit_code)
     return code
 
@@ -193,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(e: BaseException) -> str:
+    """An error's first line (its type's name when it has no text)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _quiet_env()
     parser = build_parser()
@@ -200,8 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except AutoPipeError as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"autopipe: error: {msg}", file=sys.stderr)
+        print(f"autopipe: error: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("autopipe: interrupted", file=sys.stderr)
