@@ -92,3 +92,13 @@ STATUS_FAILED = "failed"
 STATUS_KILLED = "killed"
 STATUS_RUNNING = "running"
 TRIAL_STATUSES = (STATUS_COMPLETED, STATUS_EARLY_STOPPED, STATUS_FAILED, STATUS_KILLED)
+
+# ---------------------------------------------------------------- offline histories (run tables)
+# A run's outcome in a history (the run-table format, ../shared/data/FORMAT.md). A job's trials
+# map to it when a history is read from MLflow: completed -> ok, failed by a divergence rule
+# (non-finite loss, KL growth, reward collapse) -> diverged, any other failure -> failed;
+# early-stopped and killed trials are not runs of a history.
+RUN_OK = "ok"
+RUN_DIVERGED = "diverged"
+RUN_FAILED = "failed"
+RUN_STATUSES = (RUN_OK, RUN_DIVERGED, RUN_FAILED)

@@ -17,11 +17,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 def main() -> None:
     from autopipe import metrics as M
-    from autopipe.history.generate import CORPUS_TASKS, N_EVAL, N_RL
+    from autopipe.corpus.generate import CORPUS_TASKS, N_EVAL, N_RL
     from autopipe.spec import load_spec
-    from autopipe.tasks import make_builtin
-    from autopipe.trial.pipeline import TrialSettings, run_trial
-    from autopipe.tune.runner import trial_settings
+    from autopipe.trial.run import run_trial
+    from autopipe.trial.settings import TrialSettings
+    from autopipe.trial.tasks import make_builtin
+    from autopipe.tune.trainable import trial_settings
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--job", default="jobs/demo.yaml", help="template job: model, space, eval")

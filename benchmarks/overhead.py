@@ -44,8 +44,9 @@ MODEL = {"name": "tiny-llama", "max_length": 32, "max_completion_length": 12}
 DIRECT = """
 import json, sys, time
 t0 = time.time()
-from autopipe.tasks import make_builtin
-from autopipe.trial.pipeline import TrialSettings, run_trial
+from autopipe.trial.tasks import make_builtin
+from autopipe.trial.settings import TrialSettings
+from autopipe.trial.run import run_trial
 cfg, ds, model = json.loads(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
 data = make_builtin(ds["task"], ds["n_train"], ds["n_rl"], ds["n_eval"], 0)
 t1 = time.time()

@@ -17,7 +17,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from autopipe.cli import main as cli_main  # noqa: E402
 from autopipe.history.runtable import read_run_table  # noqa: E402
-from autopipe.predictor.model import EarlyPredictor, PredictorConfig  # noqa: E402
+from autopipe.predictor.early import EarlyPredictor, PredictorConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FRACTIONS = ("0.1", "0.25", "0.5")

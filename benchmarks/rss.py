@@ -41,12 +41,13 @@ def rss_bytes() -> int:
 def run(trials: int, release: bool = True) -> list[float]:
     """RSS in MiB after each of ``trials`` sequential trials (``release=False``: without
     ``release_memory``, to see what it buys)."""
-    from autopipe.tasks import make_builtin
-    from autopipe.trial import pipeline
-    from autopipe.trial.pipeline import TrialSettings, run_trial
+    from autopipe.trial import run as trial_run
+    from autopipe.trial.run import run_trial
+    from autopipe.trial.settings import TrialSettings
+    from autopipe.trial.tasks import make_builtin
 
     if not release:
-        pipeline.release_memory = lambda: None
+        trial_run.release_memory = lambda: None
 
     data = make_builtin("sort", 400, 64, 32, seed=0)
     settings = TrialSettings(

@@ -103,7 +103,7 @@ def main() -> None:
     # Import the model stack before timing: module import (~3 s) is not a per-searcher cost.
     import botorch  # noqa: F401
 
-    import autopipe.search.autopipe_core  # noqa: F401
+    import autopipe.search.model_based  # noqa: F401
 
     rows = [
         run(

@@ -10,19 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from autopipe import cli_bench, cli_history, cli_predictor
-from autopipe.cli_paths import check_out_dir, check_out_file
+from autopipe.cli.app import build_parser
+from autopipe.cli.paths import check_out_dir, check_out_file
 from autopipe.errors import DataError
 from tests.history.test_runtable import write_toy
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    cli_history.register(sub)
-    cli_predictor.register(sub)
-    cli_bench.register(sub)
-    return parser
+    return build_parser()
 
 
 def _run(*argv: str) -> int:

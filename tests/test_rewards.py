@@ -13,10 +13,11 @@ import yaml
 from autopipe import metrics as M
 from autopipe.cli import main
 from autopipe.errors import SpecError
-from autopipe.rewards import BUILTIN, build, load
 from autopipe.spec import parse_spec
-from autopipe.tasks import make_builtin, make_reward_funcs
-from autopipe.trial.pipeline import TrialSettings, run_trial
+from autopipe.trial.rewards import BUILTIN, build, load
+from autopipe.trial.run import run_trial
+from autopipe.trial.settings import TrialSettings
+from autopipe.trial.tasks import make_builtin, make_reward_funcs
 from tests import reward_fixtures
 
 BASE = {"name": "rw", "dataset": {"task": "sort", "n_train": 100}}

@@ -281,7 +281,7 @@ def test_missing_file_and_non_utf8(tmp_path: Path) -> None:
     ],
 )
 def test_search_options_are_checked(algo: str, options: dict, expected: str) -> None:
-    from autopipe.tune.runner import make_core
+    from autopipe.tune.job import make_core
 
     spec = parse_spec(
         {
@@ -295,7 +295,7 @@ def test_search_options_are_checked(algo: str, options: dict, expected: str) -> 
 
 
 def test_search_options_reach_the_core() -> None:
-    from autopipe.tune.runner import make_core
+    from autopipe.tune.job import make_core
 
     spec = parse_spec(
         {
@@ -403,9 +403,9 @@ def test_rl_range_entry_missing_high() -> None:
 def test_cost_weight_reaches_the_core_with_the_history_costs() -> None:
     """``search.options.cost_weight`` of a job over the demo space, with the prior fitted on the
     project's post-training history (trial seconds as costs): the searcher is cost-aware."""
-    from autopipe.cli_history import load_history
+    from autopipe.history.sources import load_history
     from autopipe.prior.ranker import RankerConfig, RankingPrior
-    from autopipe.tune.runner import make_core
+    from autopipe.tune.job import make_core
 
     root = Path(__file__).resolve().parents[1]
     spec = load_spec(root / "jobs" / "demo.yaml")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from autopipe.errors import DataError
-from autopipe.tasks import (
+from autopipe.trial.tasks import (
     TASKS,
     Example,
     format_ok,
@@ -87,7 +87,7 @@ def test_dataset_path_expands_vars_as_every_spec_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from autopipe.spec import check_paths, load_spec
-    from autopipe.tasks import load_dataset
+    from autopipe.trial.tasks import load_dataset
 
     data = tmp_path / "data"
     data.mkdir()

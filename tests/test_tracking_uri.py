@@ -94,7 +94,7 @@ def test_history_reader_over_http(tmp_path: Path) -> None:
 
 
 def test_best_by_run_id_names_what_is_missing(tmp_path: Path) -> None:
-    from autopipe.tune.runner import read_best
+    from autopipe.tracking.best import read_best
 
     tracker = Tracker(f"sqlite:///{tmp_path / 'm.db'}")
     exp = tracker.experiment_id("j")

@@ -12,12 +12,12 @@ from scipy.stats import spearmanr
 
 from autopipe import metrics as M
 from autopipe.errors import SpecError
-from autopipe.history.model import History
+from autopipe.history.data import History
 from autopipe.history.runtable import write_run_table
-from autopipe.predictor.model import DIRECT, RESIDUAL
+from autopipe.history.transfer import load_transfer
+from autopipe.predictor.early import DIRECT, RESIDUAL
 from autopipe.predictor.proxy import make_proxy
 from autopipe.spec import parse_spec
-from autopipe.transfer import load_transfer
 
 SPACE = {
     "sft": {"lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}, "steps": {"values": [60, 120]}}
@@ -83,7 +83,7 @@ def test_job_fits_prior_and_residual_predictor_from_its_run_table(tmp_path: Path
     # both models fitted at job start, each announced on one line and kept as MLflow tags
     assert tr.prior is not None and tr.predictor is not None
     assert len(lines) == 2 and lines == tr.notes and "fitted on" in lines[0]
-    assert set(tr.tags) == {"autopipe.transfer.0", "autopipe.transfer.1"}
+    assert set(tr.tags) == {"autopipe.history.transfer.0", "autopipe.history.transfer.1"}
     # the predictor stops where the job stops trials, over out-of-fold prior scores
     assert tr.predictor.fraction == 0.5 and tr.predictor.variant == RESIDUAL
     assert str(table) in lines[1]
@@ -183,7 +183,7 @@ def test_full_length_random_search_fits_nothing(tmp_path: Path) -> None:
 def test_resume_warns_when_the_history_changed(tmp_path: Path, caplog) -> None:
     import json
 
-    from autopipe.tune.runner import _check_same_transfer
+    from autopipe.tune.job import _check_same_transfer
 
     _table(tmp_path, seed=0)
     spec = _spec(tmp_path, {"run_tables": ["hist"]})

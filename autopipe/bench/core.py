@@ -30,7 +30,7 @@ import pandas as pd
 
 from autopipe.bench.methods import Method
 from autopipe.errors import DataError
-from autopipe.history.model import History
+from autopipe.history.data import History
 
 
 # --------------------------------------------------------------------------- truth and regret
@@ -311,9 +311,9 @@ def fit_predictor(
     config: Any = None,
 ) -> Any:
     """The residual ``EarlyPredictor`` at ``fraction`` fitted on the runs of the tasks ``train``
-    only, as a job fits it (:func:`autopipe.transfer.fit_predictor`: prior z-scores out-of-fold
+    only, as a job fits it (:func:`autopipe.history.transfer.fit_predictor`: prior z-scores out-of-fold
     over the training groups; with one training group, ``prior``'s own)."""
-    from autopipe.transfer import fit_predictor as fit
+    from autopipe.history.transfer import fit_predictor as fit
 
     return fit(
         history, fraction, tasks=train, prior=prior, ranker_config=prior_config, config=config

@@ -26,6 +26,10 @@ class Method:
     early_stop: bool = False
     # AutoPipe's search.options.cost_weight (AutoPipeCore: the cost term of the acquisition)
     cost_weight: float = 0.0
+    # The Ray-free proposal core behind the method, a key of ``ray_runner.CORES`` (``None``: a
+    # Ray Tune searcher of its own, TPE and BOHB)
+    core: str | None = None
+    guard: bool = True  # AutoPipeCore's transfer-failure guard
 
 
 # The cost-aware variant's search.options.cost_weight. NOTE: picked on hpobench, 3 seeds per
@@ -36,12 +40,18 @@ COST_WEIGHT = 0.1
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("random", "baseline", label="random search"),
+        Method("random", "baseline", label="random search", core="random"),
         Method("tpe", "baseline", label="Optuna TPE (multivariate)"),
-        Method("gp-ei", "baseline", label="GP-EI (BoTorch, no prior)"),
-        Method("asha", "baseline", label="ASHA + random"),
+        Method("gp-ei", "baseline", label="GP-EI (BoTorch, no prior)", core="gp-ei"),
+        Method("asha", "baseline", label="ASHA + random", core="random"),
         Method("bohb", "baseline", label="BOHB (TuneBOHB + HyperBandForBOHB)"),
-        Method("global-best", "autopipe", needs_global_best=True, label="global-best order"),
+        Method(
+            "global-best",
+            "autopipe",
+            needs_global_best=True,
+            label="global-best order",
+            core="order",
+        ),
         Method("ranker-top1", "autopipe", needs_prior=True, offline=True, label="ranker top-1"),
         Method(
             "autopipe",
@@ -50,6 +60,7 @@ METHODS: dict[str, Method] = {
             model_recommendation=True,
             early_stop=True,
             label="AutoPipe",
+            core="autopipe",
         ),
         Method(
             "autopipe-no-guard",
@@ -58,6 +69,8 @@ METHODS: dict[str, Method] = {
             model_recommendation=True,
             early_stop=True,
             label="AutoPipe, guard off",
+            core="autopipe",
+            guard=False,
         ),
         Method(
             "autopipe-cost",
@@ -67,6 +80,7 @@ METHODS: dict[str, Method] = {
             early_stop=True,
             cost_weight=COST_WEIGHT,
             label=f"AutoPipe, cost-aware (search.options.cost_weight {COST_WEIGHT})",
+            core="autopipe",
         ),
         Method(
             "no-residual",
@@ -75,14 +89,16 @@ METHODS: dict[str, Method] = {
             model_recommendation=True,
             early_stop=True,
             label="ablation: GP on y, prior as candidates",
+            core="no-residual",
         ),
-        Method("no-bo", "autopipe", needs_prior=True, label="ablation: prior top-k"),
+        Method("no-bo", "autopipe", needs_prior=True, label="ablation: prior top-k", core="order"),
         Method(
             "no-offline",
             "autopipe",
             model_recommendation=True,
             early_stop=True,
             label="ablation: no prior/predictor (GP on the proxy)",
+            core="no-offline",
         ),
     )
 }

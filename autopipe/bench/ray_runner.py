@@ -4,7 +4,7 @@ around its cores, Ray's ``OptunaSearch``, ``ASHAScheduler``, ``TuneBOHB`` +
 ``HyperBandForBOHB``). It records what each trial reported; the scoring lives in :mod:`.core`.
 
 Run tables without curves are replayed by a compact trainable (one report per evaluation, the same
-keys as :func:`autopipe.tune.replay.make_replay_trainable`'s final report) because Ray Tune
+keys as :func:`autopipe.bench.tune_replay.make_replay_trainable`'s final report) because Ray Tune
 unpickles the trainable for every trial and a closure over 150,000 runs made that the dominant
 per-trial cost. Tables with curves are replayed report by report (:class:`.replay.CurveReplay`)
 by a class trainable that checkpoints its position, so HyperBandForBOHB can PAUSE a trial at a
@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,7 @@ from autopipe import metrics as M
 from autopipe.bench.core import Eval, TaskContext, Trace
 from autopipe.bench.methods import Method
 from autopipe.bench.replay import RUNG_SCORE, CurveReplay
-from autopipe.history.model import COST, History, Y
+from autopipe.history.data import COST, History, Y
 
 
 def bench_ray_env() -> dict[str, str | None]:
@@ -161,53 +161,85 @@ def _ray_space(history: History, kind: str) -> Any:
     }
 
 
-def make_core(ctx: TaskContext, method: Method, seed: int, n: int) -> Any:
-    from autopipe.search.autopipe_core import AutoPipeCore
-    from autopipe.search.core import ProposalCore, RandomCore
+def _random(ctx: TaskContext, method: Method, seed: int, n: int) -> Any:
+    from autopipe.search.simple import RandomCore
+
+    return RandomCore(ctx.history.space, seed, candidates=ctx.configs)
+
+
+def _gp_ei(ctx: TaskContext, method: Method, seed: int, n: int) -> Any:
     from autopipe.search.gp_ei import GPEICore
 
-    space = ctx.history.space
-    name = method.name
-    cands = ctx.configs  # a continuous space: only the configurations the task ran
-    if name in ("random", "asha"):
-        return RandomCore(space, seed, candidates=cands)
-    if name == "gp-ei":
-        return GPEICore(space, seed, budget=n, candidates=cands)
-    if name in ("autopipe", "autopipe-no-guard", "autopipe-cost"):
-        return AutoPipeCore(
-            space,
-            seed,
-            prior=ctx.prior,
-            meta=ctx.meta,
-            budget=n,
-            guard=name != "autopipe-no-guard",
-            candidates=cands,
-            cost_weight=method.cost_weight,
+    return GPEICore(ctx.history.space, seed, budget=n, candidates=ctx.configs)
+
+
+def _autopipe(ctx: TaskContext, method: Method, seed: int, n: int) -> Any:
+    from autopipe.search.autopipe import AutoPipeCore
+
+    return AutoPipeCore(
+        ctx.history.space,
+        seed,
+        prior=ctx.prior,
+        meta=ctx.meta,
+        budget=n,
+        guard=method.guard,
+        candidates=ctx.configs,
+        cost_weight=method.cost_weight,
+    )
+
+
+def _no_residual(ctx: TaskContext, method: Method, seed: int, n: int) -> Any:
+    return NoResidualCore(
+        ctx.history.space, seed, prior=ctx.prior, meta=ctx.meta, budget=n, candidates=ctx.configs
+    )
+
+
+def _no_offline(ctx: TaskContext, method: Method, seed: int, n: int) -> Any:
+    from autopipe.search.autopipe import AutoPipeCore
+
+    return AutoPipeCore(ctx.history.space, seed, prior=None, budget=n, candidates=ctx.configs)
+
+
+def _order(ctx: TaskContext, method: Method, seed: int, n: int) -> Any:
+    """The method's fixed order of configurations (global-best order, the prior's top-k)."""
+    from autopipe.search.base import ProposalCore
+
+    class ListCore(ProposalCore):
+        name = "list"
+
+        def __init__(self) -> None:
+            super().__init__(ctx.history.space, seed)
+            self._todo = list(ctx.orders[method.name])
+
+        def _propose(self) -> dict[str, Any] | None:
+            return self._todo.pop(0) if self._todo else None
+
+    return ListCore()
+
+
+# Method.core -> builder of its Ray-free core over the task's configurations (a continuous space
+# is replayed only at the configurations the task ran).
+CORES: dict[str, Callable[[TaskContext, Method, int, int], Any]] = {
+    "random": _random,
+    "gp-ei": _gp_ei,
+    "autopipe": _autopipe,
+    "no-residual": _no_residual,
+    "no-offline": _no_offline,
+    "order": _order,
+}
+
+
+def make_core(ctx: TaskContext, method: Method, seed: int, n: int) -> Any:
+    if method.core not in CORES:  # tpe / bohb use Ray's searchers
+        raise ValueError(
+            f"method {method.name!r} has no proposal core (core {method.core!r}; known: "
+            f"{sorted(CORES)})"
         )
-    if name == "no-residual":
-        return NoResidualCore(
-            space, seed, prior=ctx.prior, meta=ctx.meta, budget=n, candidates=cands
-        )
-    if name == "no-offline":
-        return AutoPipeCore(space, seed, prior=None, budget=n, candidates=cands)
-    if name in ("global-best", "no-bo"):
-
-        class ListCore(ProposalCore):
-            name = "list"
-
-            def __init__(self) -> None:
-                super().__init__(space, seed)
-                self._todo = list(ctx.orders[method.name])
-
-            def _propose(self) -> dict[str, Any] | None:
-                return self._todo.pop(0) if self._todo else None
-
-        return ListCore()
-    raise ValueError(f"no core for method {name!r}")  # tpe / bohb use Ray's searchers
+    return CORES[method.core](ctx, method, seed, n)
 
 
 def _no_residual_cls() -> Any:
-    from autopipe.search.autopipe_core import AutoPipeCore
+    from autopipe.search.autopipe import AutoPipeCore
 
     class NoResidual(AutoPipeCore):
         """Ablation: the GP models the standardized objective directly (prior weight 0 in the
@@ -229,9 +261,9 @@ def _recording_searcher(
 ) -> Any:
     """``ledger``: the job's searcher (``JobSearcher``, told proxies by the ledger) instead of the
     plain adapter; ``promote > 1``: record the core's shortlist of ``promote`` configurations
-    (the ones a job promotes, :meth:`~autopipe.search.core.ProposalCore.shortlist`) instead of
+    (the ones a job promotes, :meth:`~autopipe.search.base.ProposalCore.shortlist`) instead of
     its recommendation."""
-    from autopipe.search.ray_adapter import CoreSearcher
+    from autopipe.tune.searcher import CoreSearcher
 
     base: Any = CoreSearcher
     if ledger is not None:
@@ -294,7 +326,7 @@ def build_search(
     one factory both engines use (:class:`RayReplayRunner` hands them to a ``Tuner``,
     :mod:`autopipe.bench.direct` calls their Tune interfaces itself). Neither starts Ray.
     Schedulers get their metric and mode from Tune (:func:`search_metric`)."""
-    from autopipe.search.ray_adapter import CoreSearcher
+    from autopipe.tune.searcher import CoreSearcher
 
     hist = ctx.history
     mode = hist.mode
@@ -336,7 +368,7 @@ def build_search(
             # ledger's fallback proxy.
             from autopipe.scheduling.ledger import Ledger
             from autopipe.scheduling.policy import StopRules
-            from autopipe.scheduling.ray_scheduler import AutoPipeScheduler
+            from autopipe.tune.scheduler import AutoPipeScheduler
 
             ledger = Ledger(ctx.proxy if method.needs_prior else None)
             rules = StopRules(early_stop_fraction=replay_fraction(ctx, method))

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from autopipe import metrics as M
-from autopipe.history.model import COST, FRACTION, History, Y
+from autopipe.history.data import COST, History, Y, is_present
+from autopipe.metrics import FRACTION
 from autopipe.scheduling.ledger import fallback_proxy
 
 RL_SIGNALS = (M.REWARD_MEAN, M.REWARD_STD, M.KL, M.COMPLETION_LENGTH)
@@ -30,16 +31,12 @@ RL_SIGNALS = (M.REWARD_MEAN, M.REWARD_STD, M.KL, M.COMPLETION_LENGTH)
 RUNG_SCORE = "replay_rung_score"
 
 
-def _present(v: Any) -> bool:
-    return v is not None and not (isinstance(v, float) and math.isnan(v))
-
-
 def curve_report(point: dict[str, Any], step: int, cost: float) -> dict[str, Any]:
     """The report a trial makes at one curve row ``point`` of a run that cost ``cost`` in full:
     the row's signals, its fraction, ``step``, ``f x cost`` so far, the stage (RL once an RL
     signal appears) and no objective yet. Shared with the Ray Tune replay trainable."""
     f = float(point[FRACTION])
-    rep = {k: float(v) for k, v in point.items() if k not in ("run_id", FRACTION) and _present(v)}
+    rep = {k: float(v) for k, v in point.items() if k not in ("run_id", FRACTION) and is_present(v)}
     rep.update(
         {
             M.FRACTION: f,

@@ -3,7 +3,7 @@ experiments, and dataset meta-features. Nothing here fits a model or talks to Ra
 
 from __future__ import annotations
 
-from autopipe.history.model import History, concat_histories
+from autopipe.history.data import History, concat_histories
 from autopipe.history.runtable import read_run_table, write_run_table
 
 __all__ = ["History", "concat_histories", "read_run_table", "write_run_table"]

@@ -20,8 +20,9 @@ import pandas as pd
 
 from autopipe import metrics as M
 from autopipe.errors import DataError, SpaceError, TrackingError
-from autopipe.history.model import COST, FRACTION, META_PREFIX, STATUS, History, Y
+from autopipe.history.data import COST, META_PREFIX, STATUS, History, Y
 from autopipe.history.runtable import validate_params
+from autopipe.metrics import FRACTION
 from autopipe.space import Param, Space
 from autopipe.tracking import open_client
 
@@ -115,9 +116,9 @@ def _read_experiment(
         )
         reason = tags.get(M.TAG_FAILURE, "").lower()
         row[STATUS] = (
-            ("diverged" if any(w in reason for w in _DIVERGED_WORDS) else "failed")
+            (M.RUN_DIVERGED if any(w in reason for w in _DIVERGED_WORDS) else M.RUN_FAILED)
             if failed or not math.isfinite(row[Y])
-            else "ok"
+            else M.RUN_OK
         )
         rows.append(row)
     if not rows:

@@ -13,17 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from autopipe import metrics as M
 from autopipe.errors import DataError, SpaceError
-from autopipe.history.model import (
-    COST,
-    FRACTION,
-    META_PREFIX,
-    MODES,
-    STATUS,
-    STATUSES,
-    History,
-    Y,
-)
+from autopipe.history.data import COST, META_PREFIX, MODES, STATUS, History, Y
+from autopipe.metrics import FRACTION
 from autopipe.space import Param, Space
 
 FORMAT = "autopipe-run-table/1"
@@ -336,10 +329,10 @@ def _read_runs(
         )
     df[COST] = cost
     status = df[STATUS].astype(str)
-    bad = ~status.isin(STATUSES).to_numpy() | df[STATUS].isna().to_numpy()
+    bad = ~status.isin(M.RUN_STATUSES).to_numpy() | df[STATUS].isna().to_numpy()
     if bad.any():
         raise DataError(
-            f"{file}: column 'status' must be one of {list(STATUSES)}, but got {_first_bad(df, bad, STATUS)}"
+            f"{file}: column 'status' must be one of {list(M.RUN_STATUSES)}, but got {_first_bad(df, bad, STATUS)}"
         )
     df[STATUS] = status
     return df.reset_index(drop=True)

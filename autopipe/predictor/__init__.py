@@ -4,7 +4,7 @@ Nothing here imports Ray or decides when to stop a trial (that is the scheduler'
 
 from __future__ import annotations
 
+from autopipe.predictor.early import EarlyPredictor, PredictorConfig
 from autopipe.predictor.features import PrefixFeaturizer
-from autopipe.predictor.model import EarlyPredictor, PredictorConfig
 
 __all__ = ["EarlyPredictor", "PredictorConfig", "PrefixFeaturizer"]

@@ -33,15 +33,11 @@ from scipy.optimize import OptimizeWarning, curve_fit
 from scipy.stats import ConstantInputWarning
 
 from autopipe.errors import DataError
-from autopipe.history.model import FRACTION, History
+from autopipe.history.data import History
+from autopipe.metrics import FRACTION
+from autopipe.predictor.early import EarlyPredictor, PredictorConfig
 from autopipe.predictor.features import FRACTION_TOL, has_prefix
-from autopipe.predictor.model import (
-    EarlyPredictor,
-    PredictorConfig,
-    prior_scores,
-    run_targets,
-    within_task_z,
-)
+from autopipe.predictor.targets import prior_scores, run_targets, within_task_z
 from autopipe.prior.evaluate import ranking_metrics
 from autopipe.prior.ranker import RankerConfig, RankingPrior
 

@@ -1,5 +1,5 @@
 """The proxy score of an early-stopped trial, as the scheduler's ledger calls it: a fitted
-:class:`~autopipe.predictor.model.EarlyPredictor` (and, for its residual variant, the prior's
+:class:`~autopipe.predictor.early.EarlyPredictor` (and, for its residual variant, the prior's
 z-score of the configuration) wrapped into a ``ProxyFn``. Ray-free; it fits nothing and decides
 nothing (the stop policy does); the tuning job and the replay benchmark both build it here.
 """
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from autopipe.errors import DataError
-from autopipe.predictor.model import RESIDUAL, EarlyPredictor
+from autopipe.predictor.early import RESIDUAL, EarlyPredictor
 from autopipe.space import Space
 
 # NOTE: the reference sample the prior's z-score of a configuration is normalized in; 2,000

@@ -34,7 +34,7 @@ import pandas as pd
 from scipy.stats import kendalltau, rankdata, spearmanr
 
 from autopipe.errors import DataError
-from autopipe.history.model import History
+from autopipe.history.data import History
 from autopipe.prior.ranker import RankerConfig, RankingPrior
 
 PRIOR = "prior (config + meta)"

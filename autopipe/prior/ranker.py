@@ -21,9 +21,9 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from autopipe.errors import DataError
+from autopipe.history.data import META_PREFIX, History, configs_to_frame
 from autopipe.history.metafeatures import FeatureFilter, select_meta_features
-from autopipe.history.model import META_PREFIX, History, configs_to_frame
-from autopipe.sidecar import read_sidecar, save_models
+from autopipe.history.saved import read_sidecar, save_models
 from autopipe.space import Space
 
 FORMAT = "autopipe-prior/1"

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from autopipe.search.autopipe_core import ModelBasedCore, Targets
 from autopipe.search.gp import CandidatePosterior, log_expected_improvement
+from autopipe.search.model_based import ModelBasedCore, Targets
 from autopipe.space import Space
 
 

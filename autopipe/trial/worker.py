@@ -1,18 +1,20 @@
-"""Ray Train worker entry point: runs :func:`autopipe.trial.pipeline.run_trial` on each
-worker and forwards its reports to ``ray.train.report`` (checkpoints from rank 0).
+"""What each Ray Train worker of a trial runs, without Ray: the driver's worker config turned
+into the trial's settings and dataset, then :func:`autopipe.trial.run.run_trial` with a report
+callable. The Ray side (``ray.train.report``, checkpoints, retries) is
+:mod:`autopipe.tune.train_loop`.
 
-Imported on workers only; it never imports BoTorch, XGBoost or MLflow.
+It never imports BoTorch, XGBoost, MLflow or Ray.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from autopipe import metrics as M
+from autopipe.trial.settings import Reporter
 
 # Keys of the worker config built by the driver (autopipe.tune.trainable).
 KEY_PARAMS = "params"
@@ -22,7 +24,7 @@ KEY_BASE_DIR = "base_dir"
 KEY_RESUME = "resume_from"  # storage path of an early-stopped trial's checkpoint (promotion)
 
 
-def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
+def clean_report(metrics: dict[str, Any]) -> dict[str, Any]:
     """Reports carry numbers only (plus the stage and failure reason strings)."""
     out: dict[str, Any] = {}
     for k, v in metrics.items():
@@ -37,16 +39,16 @@ def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def train_fn(config: dict[str, Any]) -> None:
-    import ray.train
-    from ray.train import Checkpoint
+def run_worker(config: dict[str, Any], report: Reporter, resume_dir: str | None = None) -> None:
+    """Run the trial ``config`` describes on this worker, reporting through ``report``.
 
+    ``resume_dir``: a local copy of the checkpoint to continue from (a promotion's early-stopped
+    checkpoint, or this trial's latest one after Ray Train restarted a lost worker)."""
     from autopipe.spec import DatasetSpec
-    from autopipe.tasks import load_dataset
-    from autopipe.trial.pipeline import TrialSettings, run_trial
+    from autopipe.trial.run import run_trial
+    from autopipe.trial.settings import TrialSettings
+    from autopipe.trial.tasks import load_dataset
 
-    # Ray Train logs every report at INFO; the trial's progress is in Tune's table and MLflow.
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
     settings = TrialSettings(**config[KEY_SETTINGS])
     if settings.threads:
         os.environ["OMP_NUM_THREADS"] = str(settings.threads)
@@ -55,28 +57,5 @@ def train_fn(config: dict[str, Any]) -> None:
         os.environ["DS_ACCELERATOR"] = "cpu"
     ds = DatasetSpec.model_validate(config[KEY_DATASET])
     data = load_dataset(ds, Path(config[KEY_BASE_DIR]))
-    rank = ray.train.get_context().get_world_rank()
-
-    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        m = _clean(metrics)
-        if checkpoint_dir is not None and rank == 0:
-            ray.train.report(m, checkpoint=Checkpoint.from_directory(checkpoint_dir))
-        else:
-            ray.train.report(m)
-
     with tempfile.TemporaryDirectory(prefix="autopipe-trial-") as work:
-        resume = config.get(KEY_RESUME)
-        retry = ray.train.get_checkpoint()
-        if retry is not None:
-            # A retry after a lost worker (budget.max_failures): continue from the latest
-            # checkpoint this trial reported (the SFT model at the SFT/RL boundary).
-            resume = retry.path
-        if resume:
-            # The checkpoint may live on shared storage or in the cloud: fetch it locally.
-            ckpt = retry if retry is not None else Checkpoint(resume)
-            with ckpt.as_directory() as local:
-                run_trial(
-                    config[KEY_PARAMS], data, settings, report, work_dir=work, resume_from=local
-                )
-        else:
-            run_trial(config[KEY_PARAMS], data, settings, report, work_dir=work)
+        run_trial(config[KEY_PARAMS], data, settings, report, work_dir=work, resume_from=resume_dir)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autopipe.history.model import configs_to_frame, frame_to_configs
+from autopipe.history.data import configs_to_frame, frame_to_configs
 from autopipe.space import INACTIVE, Condition, Param, Space
 
 PARAMS = [

@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from autopipe import metrics as M
-from autopipe.history import generate as G
+from autopipe.corpus import generate as G
 from autopipe.history.mlflow_reader import read_mlflow_experiment
 from autopipe.history.runtable import read_run_table
 from autopipe.spec import load_spec

@@ -13,7 +13,7 @@ import pytest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from autopipe import metrics as M  # noqa: E402
-from autopipe.cli_history import register  # noqa: E402
+from autopipe.cli.history import register  # noqa: E402
 from autopipe.errors import DataError, TrackingError  # noqa: E402
 from autopipe.history.mlflow_reader import read_mlflow_experiment  # noqa: E402
 from autopipe.history.runtable import read_run_table  # noqa: E402
@@ -194,10 +194,10 @@ def test_default_store_reads_artifacts_from_that_store(
 ) -> None:
     # No --tracking-uri and no $MLFLOW_TRACKING_URI: AutoPipe's default store (where
     # `autopipe tune` writes), for the job runs' artifacts too, not MLflow's ./mlflow.db default.
-    import autopipe.tracking
+    import autopipe.tracking.store
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(autopipe.tracking, "default_tracking_uri", lambda: store)
+    monkeypatch.setattr(autopipe.tracking.store, "default_tracking_uri", lambda: store)
     monkeypatch.chdir(tmp_path)
     h = read_mlflow_experiment("job1")
     assert len(h.runs) == 5 and h.space.to_json() == SPACE.to_json()

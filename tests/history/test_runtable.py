@@ -14,7 +14,7 @@ import pytest
 
 from autopipe.errors import DataError
 from autopipe.history import History, read_run_table, write_run_table
-from autopipe.history.model import concat_histories
+from autopipe.history.data import concat_histories
 
 SHARED = (
     Path(os.environ.get("AUTOPIPE_SHARED_DIR", Path(__file__).resolve().parents[3] / "shared"))
@@ -94,7 +94,7 @@ def test_read_min_objective_missing_meta_failed_runs(tmp_path: Path) -> None:
     assert math.isnan(a["seed_sd_ratio"])
     # task b's second seed diverged (inf): one finite run is no replicate
     assert b["replicated"] == 0 and math.isnan(b["seed_sd"])
-    from autopipe.cli_history import format_summary
+    from autopipe.cli.history import format_summary
 
     rows = {ln.split()[0]: ln.split() for ln in format_summary(h.summary()).splitlines()[10:12]}
     # `autopipe history show` prints the replicate count, seed sd and sd/span per task

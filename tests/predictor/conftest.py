@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from autopipe import metrics
-from autopipe.history.model import History
-from autopipe.predictor.model import PredictorConfig
+from autopipe.history.data import History
+from autopipe.predictor.early import PredictorConfig
 from autopipe.prior.ranker import RankerConfig
 from autopipe.space import Param, Space
 

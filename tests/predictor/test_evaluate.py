@@ -12,8 +12,9 @@ import pytest
 from autopipe import metrics
 from autopipe.cli import main as cli_main
 from autopipe.errors import DataError
-from autopipe.history.model import History
+from autopipe.history.data import History
 from autopipe.history.runtable import write_run_table
+from autopipe.predictor.early import EarlyPredictor
 from autopipe.predictor.evaluate import (
     EXTRAP,
     LAST,
@@ -29,7 +30,6 @@ from autopipe.predictor.evaluate import (
     render_markdown,
     summarize,
 )
-from autopipe.predictor.model import EarlyPredictor
 
 from .conftest import FAST, FAST_RANKER, make_curve_history
 

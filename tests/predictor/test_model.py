@@ -15,18 +15,10 @@ from scipy.stats import norm, spearmanr
 
 from autopipe import metrics
 from autopipe.errors import DataError
-from autopipe.history.model import History
-from autopipe.predictor.model import (
-    DIRECT,
-    RESIDUAL,
-    EarlyPredictor,
-    LinearBase,
-    PredictorConfig,
-    member_bag,
-    peer_ranks,
-    run_targets,
-    within_task_z,
-)
+from autopipe.history.data import History
+from autopipe.predictor.early import DIRECT, RESIDUAL, EarlyPredictor, PredictorConfig
+from autopipe.predictor.linear import LinearBase
+from autopipe.predictor.targets import member_bag, peer_ranks, run_targets, within_task_z
 from autopipe.space import Param, Space
 
 from .conftest import FAST, make_curve_history

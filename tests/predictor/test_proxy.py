@@ -8,8 +8,9 @@ import pytest
 
 from autopipe import metrics as M
 from autopipe.errors import DataError
-from autopipe.predictor.model import EarlyPredictor, prior_scores, run_targets
+from autopipe.predictor.early import EarlyPredictor
 from autopipe.predictor.proxy import N_REFERENCE, make_proxy
+from autopipe.predictor.targets import prior_scores, run_targets
 from autopipe.prior.ranker import RankingPrior
 from tests.predictor.conftest import FAST, FAST_RANKER, make_curve_history
 

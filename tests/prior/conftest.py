@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autopipe.history.model import History
+from autopipe.history.data import History
 from autopipe.space import Param, Space
 
 N_TASKS = 8

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from autopipe.errors import DataError
-from autopipe.history.model import History
+from autopipe.history.data import History
 from autopipe.history.runtable import write_run_table
 from autopipe.prior.evaluate import (
     CONFIG_ONLY,
@@ -124,11 +124,9 @@ def test_lodo_single_task_is_impossible(make_table: Any) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from autopipe.cli_history import register
+    from autopipe.cli.app import build_parser
 
-    p = argparse.ArgumentParser()
-    register(p.add_subparsers(dest="command"))
-    return p
+    return build_parser()
 
 
 def test_cli_fit_evaluate_and_single_task_exit(

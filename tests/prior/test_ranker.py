@@ -13,7 +13,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from autopipe.errors import DataError
-from autopipe.history.model import History
+from autopipe.history.data import History
 from autopipe.prior.ranker import RankerConfig, RankingPrior, even_subsample, relevance_labels
 from tests.prior.conftest import with_costs
 

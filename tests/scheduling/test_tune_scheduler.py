@@ -12,16 +12,16 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from autopipe import metrics as M
-from autopipe.history.model import History
+from autopipe.bench.tune_replay import make_replay_trainable
+from autopipe.history.data import History
 from autopipe.scheduling.budget import BudgetGate
 from autopipe.scheduling.ledger import Ledger
 from autopipe.scheduling.policy import StopRules
-from autopipe.scheduling.ray_scheduler import AutoPipeScheduler
-from autopipe.search.core import GridCore
+from autopipe.search.simple import GridCore
 from autopipe.space import Param, Space
 from autopipe.tracking import Tracker
 from autopipe.tune.callbacks import RESUME_KEY, MLflowTrialCallback
-from autopipe.tune.replay import make_replay_trainable
+from autopipe.tune.scheduler import AutoPipeScheduler
 from autopipe.tune.searcher import JobSearcher
 
 LRS = [1e-4, 3e-4, 1e-3, 3e-3]

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from autopipe.history.model import History
+from autopipe.history.data import History
 from autopipe.space import Condition, Param, Space
 
 LR_GRID = tuple(float(v) for v in np.geomspace(1e-4, 1e-1, 8))

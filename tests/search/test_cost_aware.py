@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from autopipe.errors import SpecError
-from autopipe.search.autopipe_core import AutoPipeCore
+from autopipe.search.autopipe import AutoPipeCore
 from autopipe.space import Param, Space
 
 from .helpers import FakePrior, mixed_space
@@ -75,7 +75,7 @@ def test_cost_weight_trades_objective_for_cost(seed: int) -> None:
 
 
 def test_candidate_costs_are_centred_on_the_median(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="autopipe.search.autopipe_core"):
+    with caplog.at_level(logging.INFO, logger="autopipe.search.autopipe"):
         core = AutoPipeCore(space(), 0, prior=CostPrior(), budget=BUDGET, cost_weight=0.5)
     # the job's log says the search is cost-aware and how far the predicted costs spread
     # (the 5th and 95th percentiles of a over the grid are 1/24 and 23/24: exp(3 x 22/24) = 15.6x)
@@ -115,7 +115,7 @@ def test_pool_candidates_and_perturbations_get_costs() -> None:
 def test_without_a_cost_model_the_weight_is_ignored_and_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="autopipe.search.autopipe_core"):
+    with caplog.at_level(logging.WARNING, logger="autopipe.search.autopipe"):
         core = AutoPipeCore(space(), 0, prior=FakePrior(), budget=BUDGET, cost_weight=0.5)
     assert core.cost_weight == 0.0 and not core.cands.has_cost
     assert "search.options.cost_weight 0.5 ignored" in caplog.text

@@ -8,7 +8,7 @@ from ray.tune.search import Searcher
 from autopipe import metrics as M
 from autopipe.errors import SpaceError, SpecError
 from autopipe.search import get_core_factory
-from autopipe.search.ray_adapter import CoreSearcher
+from autopipe.tune.searcher import CoreSearcher
 
 from .helpers import finite_space
 

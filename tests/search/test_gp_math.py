@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import torch
 
-from autopipe.search.autopipe_core import robust_standardization
 from autopipe.search.candidates import greedy_maxmin, sobol_configs
 from autopipe.search.gp import CandidatePosterior, Hyper, fit_hyper, log_expected_improvement
+from autopipe.search.model_based import robust_standardization
 
 from .helpers import finite_space, mixed_space
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autopipe.search.autopipe_core import AutoPipeCore
+from autopipe.search.autopipe import AutoPipeCore
 from autopipe.space import Param, Space
 
 GRID = tuple(float(v) for v in np.linspace(0.0, 1.0, 25))

@@ -14,8 +14,8 @@ from ray.tune.search import Searcher
 
 from autopipe import metrics as M
 from autopipe.search import SEARCHERS, get_core_factory
-from autopipe.search.ray_adapter import CoreSearcher
 from autopipe.space import Space
+from autopipe.tune.searcher import CoreSearcher
 
 from .helpers import FakePrior, finite_space, mixed_space, objective
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from autopipe.search.autopipe_core import AutoPipeCore
-from autopipe.search.core import RandomCore
+from autopipe.search.autopipe import AutoPipeCore
+from autopipe.search.simple import RandomCore
 from tests.search.helpers import finite_space
 
 

@@ -15,9 +15,10 @@ import torch
 from safetensors import safe_open
 
 from autopipe import metrics as M
-from autopipe.tasks import make_builtin
-from autopipe.trial import pipeline as P
-from autopipe.trial.pipeline import TrialSettings, early_stop_step, plan_steps, run_trial
+from autopipe.trial import training as P
+from autopipe.trial.run import run_trial
+from autopipe.trial.settings import TrialSettings, early_stop_step, plan_steps
+from autopipe.trial.tasks import make_builtin
 
 from .test_pipeline import BASE, SETTINGS, CopyingRecorder, Recorder
 
@@ -172,28 +173,29 @@ def test_deepspeed_config_by_stage() -> None:
 def test_no_deepspeed_without_a_stage(monkeypatch: pytest.MonkeyPatch) -> None:
     # accelerate leaves this behind after a DeepSpeed trainer in the same process
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
-    args = P._common_args(SETTINGS, os.devnull, 10, 1e-3, 4, 0)
+    args = P.common_args(SETTINGS, os.devnull, 10, 1e-3, 4, 0)
     assert "deepspeed" not in args
     assert "ACCELERATE_USE_DEEPSPEED" not in os.environ
-    args = P._common_args(_settings(deepspeed=2), os.devnull, 10, 1e-3, 4, 0)
+    args = P.common_args(_settings(deepspeed=2), os.devnull, 10, 1e-3, 4, 0)
     assert args["deepspeed"]["zero_optimization"]["stage"] == 2
 
 
 def test_trial_device_follows_the_trials_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     """A trial without GPUs stays on the CPU even where CUDA is visible (its gloo process group
     cannot reduce CUDA tensors); one given GPUs fails clearly where its worker sees none."""
+    from autopipe.errors import TrialError
     from autopipe.spec import JobSpec
-    from autopipe.trial.pipeline import TrialError, use_cuda
-    from autopipe.tune.runner import trial_settings
+    from autopipe.trial.training import use_cuda
+    from autopipe.tune.trainable import trial_settings
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     cpu = _settings(device="cpu", dtype="bfloat16")
     assert not use_cuda(cpu)
-    args = P._common_args(cpu, os.devnull, 10, 1e-3, 4, 0)
+    args = P.common_args(cpu, os.devnull, 10, 1e-3, 4, 0)
     assert args["use_cpu"] is True and args["bf16"] is False
     gpu = _settings(device="cuda", dtype="bfloat16")
     assert use_cuda(gpu) and use_cuda(_settings(device="auto"))
-    args = P._common_args(gpu, os.devnull, 10, 1e-3, 4, 0)
+    args = P.common_args(gpu, os.devnull, 10, 1e-3, 4, 0)
     assert args["use_cpu"] is False and args["bf16"] is True
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(TrialError, match="gpus_per_worker"):

@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 
 from autopipe import metrics as M
-from autopipe.tasks import make_builtin
-from autopipe.trial.pipeline import TrialSettings, run_trial
+from autopipe.trial.run import run_trial
+from autopipe.trial.settings import TrialSettings
+from autopipe.trial.tasks import make_builtin
 
 MIB = 1024 * 1024
 CFG = {

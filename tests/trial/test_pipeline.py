@@ -10,14 +10,10 @@ from typing import Any
 import pytest
 
 from autopipe import metrics as M
-from autopipe.tasks import make_builtin
-from autopipe.trial.pipeline import (
-    TrialSettings,
-    early_stop_step,
-    injected_fault,
-    plan_steps,
-    run_trial,
-)
+from autopipe.trial.faults import injected_fault
+from autopipe.trial.run import run_trial
+from autopipe.trial.settings import TrialSettings, early_stop_step, plan_steps
+from autopipe.trial.tasks import make_builtin
 
 BASE = {
     "sft.lr": 3e-3,

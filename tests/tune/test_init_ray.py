@@ -7,7 +7,7 @@ import ray
 
 from autopipe.errors import ClusterError
 from autopipe.spec import parse_spec
-from autopipe.tune import runner
+from autopipe.tune import cluster
 
 SPEC = parse_spec({"name": "r", "dataset": {"task": "sort"}})
 
@@ -21,7 +21,7 @@ def calls(monkeypatch):
 
 
 def test_embedded_ray_tells_workers_its_own_api_server(calls) -> None:
-    assert runner.init_ray(SPEC, None) is True
+    assert cluster.init_ray(SPEC, None) is True
     (kw,) = calls
     env = kw["runtime_env"]["env_vars"]
     # a new local instance whose dashboard listens on the port the workers are told about, so
@@ -37,7 +37,7 @@ def test_a_taken_dashboard_port_is_retried_then_one_line(monkeypatch, calls) -> 
 
     monkeypatch.setattr(ray, "init", taken)
     with pytest.raises(ClusterError, match=r"^could not start the embedded Ray \(Failed to bind"):
-        runner.init_ray(SPEC, None)
+        cluster.init_ray(SPEC, None)
     # three ports tried, each named to the workers as it was tried
     assert len(calls) == 3
     for kw in calls:
@@ -46,7 +46,7 @@ def test_a_taken_dashboard_port_is_retried_then_one_line(monkeypatch, calls) -> 
 
 
 def test_joining_a_cluster_leaves_its_api_server_alone(calls) -> None:
-    runner.init_ray(SPEC, "127.0.0.1:6379")
+    cluster.init_ray(SPEC, "127.0.0.1:6379")
     (kw,) = calls
     # the cluster's own settings decide; nothing local is injected
     assert "RAY_API_SERVER_ADDRESS" not in kw["runtime_env"]["env_vars"]

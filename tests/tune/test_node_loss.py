@@ -15,7 +15,7 @@ from ray.cluster_utils import Cluster
 
 from autopipe import metrics as M
 from autopipe.spec import load_spec
-from autopipe.tune.runner import run_job
+from autopipe.tune.job import run_job
 from tests.tune.helpers import write_spec
 
 

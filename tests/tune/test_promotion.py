@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from autopipe import metrics as M
 from autopipe.tracking import Tracker
-from autopipe.tune.runner import read_best
+from autopipe.tracking.best import read_best
 from tests.tune.helpers import run_cli, write_spec
 
 

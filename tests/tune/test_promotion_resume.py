@@ -14,8 +14,10 @@ from autopipe import metrics as M
 from autopipe.scheduling.ledger import TrialRecord
 from autopipe.spec import parse_spec
 from autopipe.tracking import Tracker
+from autopipe.tune.job import JobRun, _check_same_spec
+from autopipe.tune.promotion import plan_promotions
 from autopipe.tune.resume import TrialRun, load_trials, promotions_done
-from autopipe.tune.runner import JobResult, _check_same_spec, _promote
+from autopipe.tune.summary import JobResult
 
 SPEC = {
     "name": "p",
@@ -46,9 +48,11 @@ def test_finished_promotions_are_not_run_again() -> None:
     callback = SimpleNamespace(runs={}, configs={}, tracker=None)
     result = JobResult("p", "1", "r", "uri", None, None, None)
     # both shortlisted configurations were promoted (pa, pb) by the execution being resumed
-    _promote(spec, space, core, ledger, callback, "/s", "p-1", 0, result, {"ea": "pa", "eb": "pb"})
-    # nothing was run (no Tuner was built: every point was skipped); both count as
-    # promoted, each credited with its own early-stopped prefix
+    run = JobRun(spec, space, tracker=None, callback=callback, ledger=ledger, storage="/s")
+    points, _ = plan_promotions(run, core, result, {"ea": "pa", "eb": "pb"})
+    # nothing is left to run; both count as promoted, each credited with its own early-stopped
+    # prefix
+    assert points == []
     assert result.promoted == {"pa": "ea", "pb": "eb"}
     assert result.saved_by == {"pa": 5.0, "pb": 7.0} and result.cost_saved_s == 12.0
 
@@ -97,7 +101,7 @@ def test_resume_accepts_a_run_recorded_before_a_new_field(tmp_path: Path) -> Non
 
 
 def test_a_repeated_configuration_resumes_its_best_stopped_trial() -> None:
-    from autopipe.tune.runner import _resumable_rank
+    from autopipe.tune.promotion import resumable_rank
 
     space = parse_spec(SPEC).to_space()
     a = space.validate({"sft.batch_size": 8, "rl.algorithm": "dpo"})
@@ -105,5 +109,5 @@ def test_a_repeated_configuration_resumes_its_best_stopped_trial() -> None:
     no_ckpt = _record("e3", a, 2.0, 1.0)
     no_ckpt.checkpoint = None
     # a checkpoint beats a better proxy without one; a proxy of 0.0 beats -0.5
-    assert sorted([lower, no_ckpt, zero], key=_resumable_rank)[-1] is zero
-    assert _resumable_rank(no_ckpt) < _resumable_rank(lower)
+    assert sorted([lower, no_ckpt, zero], key=resumable_rank)[-1] is zero
+    assert resumable_rank(no_ckpt) < resumable_rank(lower)

@@ -9,8 +9,8 @@ import numpy as np
 
 from autopipe import metrics as M
 from autopipe.history.runtable import read_run_table
-from autopipe.predictor.model import EarlyPredictor
-from autopipe.tune.runner import load_proxy
+from autopipe.predictor.early import EarlyPredictor
+from autopipe.tune.job import load_proxy
 from tests.predictor.conftest import FAST
 from tests.test_transfer import _spec, _table
 

@@ -7,7 +7,7 @@ import ray
 
 from autopipe.errors import ClusterError
 from autopipe.spec import parse_spec
-from autopipe.tune.runner import check_resources
+from autopipe.tune.cluster import check_resources
 
 NODES = [
     {"Alive": True, "Resources": {"CPU": 4.0, "GPU": 1.0}},
@@ -57,7 +57,7 @@ def test_multi_node_needs_shared_storage(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_worker_group_start_timeout_is_long_and_user_overridable(monkeypatch) -> None:
-    from autopipe.tune.runner import worker_env
+    from autopipe.tune.cluster import worker_env
 
     monkeypatch.delenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", raising=False)
     # Train's 60 s default failed every attempt on a loaded 2-core machine; ours is 300 s

@@ -12,7 +12,7 @@ from typing import Any
 from autopipe import metrics as M
 from autopipe.scheduling.budget import BudgetGate
 from autopipe.scheduling.ledger import Ledger
-from autopipe.search.core import GridCore
+from autopipe.search.simple import GridCore
 from autopipe.space import Param, Space
 from autopipe.tune.callbacks import MLflowTrialCallback
 from autopipe.tune.resume import TrialRun, replay_result
@@ -110,7 +110,7 @@ def test_resume_refuses_a_changed_spec() -> None:
 
     from autopipe.errors import SpecError
     from autopipe.spec import parse_spec
-    from autopipe.tune.runner import _check_same_spec
+    from autopipe.tune.job import _check_same_spec
 
     base = {"name": "j", "dataset": {"task": "sort", "n_train": 100}}
     spec = parse_spec(base)

@@ -10,7 +10,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from autopipe import metrics as M
-from autopipe.models import smollm2_gguf_path
+from autopipe.trial.models import smollm2_gguf_path
 from tests.tune.helpers import REPO, run_cli
 
 

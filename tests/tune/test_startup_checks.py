@@ -15,10 +15,11 @@ import pytest
 import yaml
 
 from autopipe import metrics as M
+from autopipe import spec as spec_checks
 from autopipe.cli import main
 from autopipe.errors import ClusterError, SpaceError, SpecError
 from autopipe.spec import load_spec
-from autopipe.tune import runner
+from autopipe.tune import cluster, job, summary
 from tests.tune.helpers import free_port
 
 BASE = {
@@ -106,7 +107,7 @@ N_CASES = 14
 def test_history_key_files_are_the_loaders() -> None:
     # spec.py names the files without importing the loaders; they must agree
     from autopipe.history.runtable import RUNS_FILE
-    from autopipe.predictor.model import SIDECAR as PREDICTOR_SIDECAR
+    from autopipe.predictor.early import SIDECAR as PREDICTOR_SIDECAR
     from autopipe.prior.ranker import SIDECAR as PRIOR_SIDECAR
     from autopipe.spec import HISTORY_KEY_FILES
 
@@ -194,14 +195,14 @@ def test_cluster_jobs_leave_model_and_storage_paths_to_the_nodes(tmp_path: Path)
         check_paths(spec)
     # --address (Ray Client, a submitted job): the cluster's nodes read them, not this driver
     check_paths(spec, local=False)
-    runner.preflight(spec, address="ray://head:10001")
+    spec_checks.preflight(spec, address="ray://head:10001")
 
 
 def test_a_path_the_os_cannot_look_up_is_one_line(tmp_path: Path) -> None:
     p = _write(tmp_path, dataset={"path": "x" * 300 + ".jsonl"})
     # ENAMETOOLONG from the OS, not a traceback
     with pytest.raises(SpecError, match=r"^a path the spec names cannot be looked up: File name"):
-        runner.preflight(load_spec(p))
+        spec_checks.preflight(load_spec(p))
 
 
 def test_search_checks_run_before_ray_starts(tmp_path: Path, monkeypatch) -> None:
@@ -210,11 +211,11 @@ def test_search_checks_run_before_ray_starts(tmp_path: Path, monkeypatch) -> Non
     def no_ray(*a, **k):
         raise AssertionError("init_ray was called")
 
-    monkeypatch.setattr(runner, "init_ray", no_ray)
+    monkeypatch.setattr(job, "init_ray", no_ray)
     store = tmp_path / "mlflow.db"
     p = _write(tmp_path, search={"algorithm": "grid"}, tracking={"uri": f"sqlite:///{store}"})
     with pytest.raises(SpaceError, match=r"^search.algorithm .grid. needs a finite space"):
-        runner.run_job(load_spec(p))
+        job.run_job(load_spec(p))
     assert not store.exists()
 
 
@@ -251,12 +252,12 @@ def test_address_probe_only_for_host_port(monkeypatch) -> None:
 
     monkeypatch.setattr(socket, "create_connection", no_connect)
     for addr in (None, "", "auto", "local", "ray://127.0.0.1:1", "http://127.0.0.1:1"):
-        runner.check_address(addr)  # left to ray.init as before
+        cluster.check_address(addr)  # left to ray.init as before
     with pytest.raises(
         ClusterError,
         match=re.escape("--address 127.0.0.1:abc: the port must be a number in 1..65535"),
     ):
-        runner.check_address("127.0.0.1:abc")
+        cluster.check_address("127.0.0.1:abc")
 
 
 def test_address_probe_timeout_is_one_line(monkeypatch) -> None:
@@ -270,7 +271,7 @@ def test_address_probe_timeout_is_one_line(monkeypatch) -> None:
         ClusterError,
         match=r"^--address 10.0.0.9:6379: no Ray cluster reachable \(no answer in 5 s\)$",
     ):
-        runner.check_address("10.0.0.9:6379")
+        cluster.check_address("10.0.0.9:6379")
 
 
 def test_reachable_address_passes() -> None:
@@ -279,14 +280,14 @@ def test_reachable_address_passes() -> None:
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", 0))
         srv.listen(1)
-        runner.check_address(f"127.0.0.1:{srv.getsockname()[1]}")
+        cluster.check_address(f"127.0.0.1:{srv.getsockname()[1]}")
 
 
 # ------------------------------------------------------------------------- no trial finished
 def _result(
     statuses: dict[str, str], best: dict | None, interrupted: bool = False
-) -> runner.JobResult:
-    return runner.JobResult(
+) -> summary.JobResult:
+    return summary.JobResult(
         "s",
         "1",
         "abc123",
@@ -335,7 +336,7 @@ def test_a_job_without_a_result_exits_1(
     rc: int,
     what: str | None,
 ) -> None:
-    monkeypatch.setattr(runner, "run_job", lambda *a, **k: _result(statuses, best, interrupted))
+    monkeypatch.setattr(job, "run_job", lambda *a, **k: _result(statuses, best, interrupted))
     p = _write(tmp_path)
     assert main(["tune", str(p), "--quiet"]) == rc
     err = capsys.readouterr().err.strip()

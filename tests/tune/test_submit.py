@@ -149,9 +149,9 @@ def test_submit_bad_timeout_is_one_line_before_connecting(
 
 def test_stage_uploads_the_jobs_history(tmp_path: Path) -> None:
     from autopipe.errors import ClusterError
+    from autopipe.history.transfer import load_transfer
     from autopipe.spec import load_spec, parse_spec
-    from autopipe.submit import STAGED_SPEC, stage
-    from autopipe.transfer import load_transfer
+    from autopipe.tune.submit import STAGED_SPEC, stage
 
     demo = Path(__file__).parents[2] / "jobs" / "demo.yaml"
     spec = load_spec(demo)

@@ -4,7 +4,7 @@ it cost."""
 from __future__ import annotations
 
 from autopipe.search import get_core_factory
-from autopipe.tune.runner import JobResult, format_summary, prior_top
+from autopipe.tune.summary import JobResult, format_summary, prior_top
 from tests.search.helpers import FakePrior, finite_space
 
 
