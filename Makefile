@@ -9,6 +9,10 @@ PIP_TORCH_ARGS ?=
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.torch_extensions
 export MLFLOW_DISABLE_TELEMETRY := true
 PYTEST_ARGS ?=
+# Two xdist workers, one test module at a time each (module-scoped jobs run once), the modules
+# that start Ray first (tests/conftest.py). PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
+XDIST = -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 .PHONY: venv demo test test-fast bench lint format clean
 
@@ -27,10 +31,10 @@ demo: venv
 	$(BIN)/autopipe best --job demo
 
 test: venv
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: venv
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not job" $(PYTEST_ARGS)
 
 BENCH_ENGINE ?= direct
 BENCH_METHODS ?= random tpe gp-ei bohb global-best ranker-top1 autopipe autopipe-no-guard \

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.shared import require_shared
+
 _HOME = Path(tempfile.mkdtemp(prefix="autopipe-test-home-"))
 ENV = {
     "AUTOPIPE_HOME": str(_HOME / "autopipe"),
@@ -29,15 +31,24 @@ ENV = {
 os.environ.update(ENV)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("AUTOPIPE_SHARED_DIR", REPO.parent / "shared"))
-
 
 @pytest.fixture
 def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"shared data directory {SHARED} is missing")
-    return SHARED
+    return require_shared()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``job`` start Ray (a real job, a cluster, a Tuner) and take most of the
+    suite's time. They run first, the longest first (``job(seconds=...)``: about how long the
+    module takes on 2 cores), so that under pytest-xdist (``make test``: ``-n 2 --dist loadscope
+    --no-loadscope-reorder``, one module per work unit) the unit tests fill the gaps at the end.
+    Stable: the tests of a module stay together and in order."""
+
+    def key(item: pytest.Item) -> tuple[bool, float]:
+        mark = item.get_closest_marker("job")
+        return mark is None, -float(mark.kwargs.get("seconds", 0)) if mark else 0.0
+
+    items.sort(key=key)
 
 
 @pytest.fixture

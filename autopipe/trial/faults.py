@@ -9,8 +9,11 @@ from typing import Any
 # whose configuration has PARAM == VALUE fail. KIND "raise" raises an exception in the worker
 # (the trial errors), "nan" turns the reported train loss non-finite (the trial is failed by the
 # divergence check), "crash" kills the worker process after its first RL report unless the
-# trial was resumed from a checkpoint (a worker lost mid-trial, retried from its SFT checkpoint).
+# trial was resumed from a checkpoint (a worker lost mid-trial, retried from its SFT checkpoint),
+# "crash-always" kills it after its first RL report on every attempt (a worker that keeps dying:
+# the trial fails once budget.max_failures retries are spent).
 FAULT_ENV = "AUTOPIPE_FAULT"
+FAULT_KINDS = ("raise", "nan", "crash", "crash-always")
 
 
 def injected_fault(cfg: dict[str, Any], spec: str | None = None) -> str | None:
@@ -18,6 +21,6 @@ def injected_fault(cfg: dict[str, Any], spec: str | None = None) -> str | None:
     for item in filter(None, (x.strip() for x in spec.split(";"))):
         kind, _, cond = item.partition(":")
         key, _, value = cond.partition("=")
-        if key in cfg and str(cfg[key]) == value and kind in ("raise", "nan", "crash"):
+        if key in cfg and str(cfg[key]) == value and kind in FAULT_KINDS:
             return kind
     return None

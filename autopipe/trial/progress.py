@@ -82,7 +82,7 @@ class Progress:
             )
         self.last.update({k: v for k, v in out.items() if isinstance(v, float)})
         self.report(out, None)
-        if self.fault == "crash" and self.stage == "rl":
+        if self.fault in ("crash", "crash-always") and self.stage == "rl":
             os._exit(17)  # injected: the worker process dies mid-RL without any cleanup
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from autopipe.cli import main
 from autopipe.history.runtable import write_run_table
-from tests.prior.conftest import make_synthetic
+from tests.fixtures.histories import make_synthetic
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_missing_folder_and_single_group(
 def test_direct_engine_refuses_bohb_on_curves(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.predictor.conftest import make_curve_history
+    from tests.fixtures.histories import make_curve_history
 
     write_run_table(make_curve_history(n_configs=8, n_tasks=2), tmp_path / "curves")
     args = ["bench", "--data", str(tmp_path / "curves"), "--methods", "bohb", "--engine", "direct"]

@@ -10,7 +10,7 @@ from autopipe.bench.core import logo_benchmark
 from autopipe.bench.direct import DirectReplayRunner
 from autopipe.bench.methods import METHODS, get_methods
 from autopipe.prior.ranker import RankerConfig
-from tests.prior.conftest import make_synthetic, with_costs
+from tests.fixtures.histories import make_synthetic, with_costs
 
 
 def test_cost_aware_method_spends_less_on_a_table_with_costs() -> None:

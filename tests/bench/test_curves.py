@@ -19,7 +19,7 @@ from autopipe.bench.methods import Method, get_methods
 from autopipe.bench.replay import RUNG_SCORE, CurveReplay
 from autopipe.errors import DataError
 from autopipe.history.data import History
-from tests.predictor.conftest import FAST, FAST_RANKER, make_curve_history
+from tests.fixtures.histories import FAST, FAST_RANKER, make_curve_history
 
 F = 0.5
 

@@ -17,7 +17,9 @@ from autopipe.bench.direct import DirectReplayRunner
 from autopipe.bench.methods import Method, get_methods
 from autopipe.bench.ray_runner import RayReplayRunner
 from autopipe.prior.ranker import RankerConfig
-from tests.prior.conftest import make_synthetic
+from tests.fixtures.histories import make_synthetic
+
+pytestmark = pytest.mark.job(seconds=45)  # starts Ray (tests/conftest.py)
 
 METHODS = ("random", "tpe", "gp-ei", "autopipe", "ranker-top1")
 ENV_BEFORE = {
@@ -84,7 +86,7 @@ def test_direct_engine_matches_ray_tune_on_curves() -> None:
     configuration), trials report their curves point by point: ASHA stops some at its rungs,
     AutoPipe's trials stop themselves at f = 0.5 and its searcher observes the fold predictor's
     proxies. Both engines give the same evaluations, recommendations and regrets."""
-    from tests.predictor.conftest import FAST, FAST_RANKER, make_curve_history
+    from tests.fixtures.histories import FAST, FAST_RANKER, make_curve_history
 
     h = make_curve_history(n_configs=24, n_tasks=3, planted="slope")
     out: dict[str, tuple[pd.DataFrame, dict]] = {}
@@ -135,7 +137,7 @@ def test_bohb_runs_on_curves_with_the_tune_engine() -> None:
     """BOHB on a table with curves (Tune engine only: HyperBandForBOHB pauses trials at its
     rungs, and the replay trainable resumes from its checkpointed position): trials stop at
     rungs below a full run, cost the fraction they reached, and some pass the first rung."""
-    from tests.predictor.conftest import make_curve_history
+    from tests.fixtures.histories import make_curve_history
 
     h = make_curve_history(n_configs=24, n_tasks=2, planted="slope")
     traces: dict = {}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import os
 import re
 import sys
 from functools import cache
@@ -23,12 +22,13 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from tests.fixtures.shared import SHARED, require_shared
+
 jsonschema = pytest.importorskip("jsonschema")
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_DIR = REPO / "cluster"
-SHARED_DIR = Path(os.environ.get("AUTOPIPE_SHARED_DIR", REPO / ".." / "shared"))
-CRD_DIR = SHARED_DIR / "k8s"
+CRD_DIR = SHARED / "k8s"
 CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
 CRD_VERSION = "v1"
 LAUNCHER = CLUSTER_DIR / "ray-cluster-launcher.yaml"
@@ -125,10 +125,7 @@ def to_json_schema(node: Any, *, strict: bool = True) -> Any:
 @cache
 def _raw_crd_schema(kind: str) -> Doc:
     path = CRD_DIR / CRD_FILES[kind]
-    if not path.is_file():
-        pytest.skip(
-            f"KubeRay CRD {path} not found (set AUTOPIPE_SHARED_DIR to the folder holding k8s/)"
-        )
+    require_shared(path)  # skipped without ../shared, failed under CI=true
     with path.open() as f:
         crd = yaml.load(f, Loader=Loader)
     for version in crd["spec"]["versions"]:

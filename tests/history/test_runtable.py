@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,63 +14,8 @@ import pytest
 from autopipe.errors import DataError
 from autopipe.history import History, read_run_table, write_run_table
 from autopipe.history.data import concat_histories
-
-SHARED = (
-    Path(os.environ.get("AUTOPIPE_SHARED_DIR", Path(__file__).resolve().parents[3] / "shared"))
-    / "data"
-)
-
-SPACE = {
-    "format": "autopipe-run-table/1",
-    "name": "toy",
-    "objective": {"column": "loss", "metric": "val_loss", "mode": "min"},
-    "cost": {"column": "secs", "unit": "seconds"},
-    "params": [
-        {"name": "lr", "type": "float", "low": 1e-4, "high": 1e-1, "log": True},
-        {"name": "depth", "type": "int", "values": [1, 2, 3], "log": False},
-        {"name": "opt", "type": "categorical", "choices": ["adam", "sgd"]},
-        {
-            "name": "momentum",
-            "type": "float",
-            "low": 0.0,
-            "high": 0.99,
-            "condition": {"param": "opt", "values": ["sgd"]},
-        },
-    ],
-}
-
-
-def write_toy(root: Path, with_meta: bool = True, with_curves: bool = False) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "space.json").write_text(json.dumps(SPACE))
-    tasks = pd.DataFrame({"task": ["a", "b"], "group": ["g1", "g2"]})
-    if with_meta:
-        tasks["meta_n"] = [100.0, np.nan]  # meta-feature missing on task b
-    tasks.to_parquet(root / "tasks.parquet", index=False)
-    runs = pd.DataFrame(
-        {
-            "run_id": [f"r{i}" for i in range(6)],
-            "task": ["a", "a", "a", "b", "b", "b"],
-            "seed": [0, 1, 0, 0, 0, 1],
-            "lr": [1e-3, 1e-3, 1e-2, 1e-3, 1e-2, 1e-2],
-            "depth": [1, 1, 2, 3, 2, 2],
-            "opt": ["adam", "adam", "sgd", "sgd", "adam", "adam"],
-            "momentum": [np.nan, np.nan, 0.9, 0.5, np.nan, np.nan],
-            "loss": [0.5, 0.7, np.nan, 0.2, 0.4, np.inf],  # r2 failed, r5 infinite
-            "secs": [10.0, 11.0, 3.0, 20.0, 5.0, 6.0],
-            "status": ["ok", "ok", "failed", "ok", "ok", "diverged"],
-        }
-    )
-    runs.to_parquet(root / "runs.parquet", index=False)
-    if with_curves:
-        pd.DataFrame(
-            {
-                "run_id": ["r0", "r0", "r3"],
-                "fraction": [0.5, 1.0, 0.25],
-                "train_loss": [1.0, 0.6, 0.9],
-            }
-        ).to_parquet(root / "curves.parquet", index=False)
-    return root
+from tests.fixtures.histories import write_toy
+from tests.fixtures.shared import SHARED, require_shared
 
 
 def test_read_min_objective_missing_meta_failed_runs(tmp_path: Path) -> None:
@@ -218,9 +162,8 @@ def test_concat_rejects_task_collision(tmp_path: Path) -> None:
     assert concat_histories([h]) is h
 
 
-@pytest.mark.skipif(not (SHARED / "scan_llm").is_dir(), reason="shared data not present")
 def test_reads_shared_single_task_table_with_curves() -> None:
-    h = read_run_table(SHARED / "scan_llm")
+    h = read_run_table(require_shared(SHARED / "data" / "scan_llm"))
     assert isinstance(h, History) and h.mode == "min" and h.cost_unit == "flops"
     assert len(h.task_ids) == 1 and h.curves is not None
     assert h.curves["fraction"].between(0, 1, inclusive="right").all()

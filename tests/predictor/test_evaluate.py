@@ -30,8 +30,7 @@ from autopipe.predictor.evaluate import (
     render_markdown,
     summarize,
 )
-
-from .conftest import FAST, FAST_RANKER, make_curve_history
+from tests.fixtures.histories import FAST, FAST_RANKER, make_curve_history
 
 
 def test_extrapolate_exact_curves() -> None:

@@ -20,8 +20,7 @@ from autopipe.predictor.early import DIRECT, RESIDUAL, EarlyPredictor, Predictor
 from autopipe.predictor.linear import LinearBase
 from autopipe.predictor.targets import member_bag, peer_ranks, run_targets, within_task_z
 from autopipe.space import Param, Space
-
-from .conftest import FAST, make_curve_history
+from tests.fixtures.histories import FAST, make_curve_history
 
 
 def _split(h: History, n_test: int = 80) -> tuple[list[str], list[str]]:

@@ -12,7 +12,7 @@ from autopipe.predictor.early import EarlyPredictor
 from autopipe.predictor.proxy import N_REFERENCE, make_proxy
 from autopipe.predictor.targets import prior_scores, run_targets
 from autopipe.prior.ranker import RankingPrior
-from tests.predictor.conftest import FAST, FAST_RANKER, make_curve_history
+from tests.fixtures.histories import FAST, FAST_RANKER, make_curve_history
 
 
 def test_residual_proxy_uses_the_prior_among_the_reference_sample() -> None:

@@ -15,7 +15,7 @@ from scipy.stats import spearmanr
 from autopipe.errors import DataError
 from autopipe.history.data import History
 from autopipe.prior.ranker import RankerConfig, RankingPrior, even_subsample, relevance_labels
-from tests.prior.conftest import with_costs
+from tests.fixtures.histories import with_costs
 
 FAST = RankerConfig(n_estimators=150)
 

@@ -24,6 +24,8 @@ from autopipe.tune.callbacks import RESUME_KEY, MLflowTrialCallback
 from autopipe.tune.scheduler import AutoPipeScheduler
 from autopipe.tune.searcher import JobSearcher
 
+pytestmark = pytest.mark.job(seconds=15)  # starts Ray (tests/conftest.py)
+
 LRS = [1e-4, 3e-4, 1e-3, 3e-3]
 DIVERGING = 3e-3
 EARLY = 0.9

@@ -19,8 +19,7 @@ from autopipe.trial import training as P
 from autopipe.trial.run import run_trial
 from autopipe.trial.settings import TrialSettings, early_stop_step, plan_steps
 from autopipe.trial.tasks import make_builtin
-
-from .test_pipeline import BASE, SETTINGS, CopyingRecorder, Recorder
+from tests.fixtures.trials import BASE, SETTINGS, CopyingRecorder, Recorder
 
 
 def _reset_process_state() -> None:

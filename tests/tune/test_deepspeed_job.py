@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 from safetensors import safe_open
 
 from autopipe import metrics as M
-from tests.tune.helpers import run_cli, write_spec
+from tests.fixtures.jobs import run_cli, write_spec
+
+pytestmark = pytest.mark.job(seconds=45)  # starts Ray (tests/conftest.py)
 
 
 def test_zero3_job_over_two_workers(tmp_path: Path, tmp_store: str) -> None:

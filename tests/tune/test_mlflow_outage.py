@@ -1,34 +1,21 @@
-"""MLflow outages during a job: the Tracker queues writes on the driver while the tracking server
-is unreachable and flushes them, in order, when it answers again. A real `mlflow server` on
-127.0.0.1 is stopped for at least 30 s mid-job and restarted on the same port and store; every
-trial's params, full metric step series and final status must be in MLflow afterwards. The buffer
-itself is unit-tested against a fake client and a closed port."""
+"""MLflow outages: the Tracker queues writes on the driver while the tracking server is
+unreachable and flushes them, in order, when it answers again. Unit-tested here against a fake
+client and a closed port; a real `mlflow server` stopped for at least 30 s mid-job is the
+reference job's (tests/tune/test_reference_job.py)."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
-from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-from mlflow.tracking import MlflowClient
 
-from autopipe import metrics as M
 from autopipe.tracking import PENDING_PREFIX, Tracker
-from tests.tune.helpers import (
+from tests.fixtures.jobs import (
     free_port,
-    run_cli,
-    start_mlflow_server,
-    stop_mlflow_server,
-    write_spec,
 )
 
 OUTAGE_S = 30.0
@@ -178,126 +165,6 @@ def test_a_closed_port_queues_quickly_instead_of_hanging(http_env: None) -> None
     tr.end_run(run)
     assert time.time() - t < 15  # with MLflow's defaults the first call alone takes minutes
     assert run.startswith(PENDING_PREFIX) and len(tr.pending) == 22
-
-
-# ----------------------------------------------------------------------- a real server outage
-MAX_OUTAGE_S = 240.0
-
-
-def reported_rows(storage: Path) -> int:
-    """How many results Ray Tune has written so far (its result.json files, written live)."""
-    n = 0
-    for f in storage.rglob("result.json"):
-        try:
-            n += f.read_bytes().count(b"\n")
-        except OSError:  # a trial directory moved or not yet flushed: counted on the next poll
-            pass
-    return n
-
-
-class Outage(threading.Thread):
-    """Stops the server once the first trial has reported, restarts it after OUTAGE_S, or later,
-    once Tune has recorded a result since the stop (a trial's start and its first report can be a
-    minute apart on 2 loaded cores: a fixed window could miss every report)."""
-
-    def __init__(self, port: int, d: Path, proc: subprocess.Popen, storage: Path) -> None:
-        super().__init__(daemon=True)
-        self.port, self.d, self.proc, self.storage = port, d, proc, storage
-        self.down_at = self.up_at = 0.0
-        self.error: BaseException | None = None
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while reported_rows(self.storage) == 0:
-                if self.stop.wait(0.5):
-                    return
-            stop_mlflow_server(self.proc, signal.SIGKILL)  # no clean shutdown
-            self.down_at = time.time()
-            time.sleep(1.0)
-            before = reported_rows(self.storage)  # what the tracker may have logged before the stop
-            while time.time() < self.down_at + MAX_OUTAGE_S and not self.stop.is_set():
-                if time.time() >= self.down_at + OUTAGE_S and reported_rows(self.storage) > before:
-                    break
-                time.sleep(0.5)
-            time.sleep(2.0)  # the tracker logs a result in the same callback round as Tune
-            self.proc = start_mlflow_server(self.port, self.d)
-            self.up_at = time.time()
-        except BaseException as e:  # reported by the test
-            self.error = e
-
-
-@pytest.mark.slow
-def test_a_30s_server_outage_mid_job_loses_nothing(tmp_path: Path) -> None:
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    proc = start_mlflow_server(port, tmp_path)
-    outage = Outage(port, tmp_path, proc, tmp_path / "ray")
-    try:
-        # Three trials of about a minute each on 2 cores, most of it before the first report:
-        # the outage starts at the first trial's first report and outlasts its other reports
-        # and its end, so metrics are logged and runs ended (and, on quiet cores, created)
-        # while the server is down.
-        spec = write_spec(
-            tmp_path / "outage.yaml",
-            "outage",
-            uri,
-            tmp_path / "ray",
-            budget={"max_trials": 3, "max_concurrent": 1},
-        )
-        outage.start()
-        r = run_cli("tune", str(spec), "--quiet")
-        outage.stop.set()
-        outage.join(timeout=MAX_OUTAGE_S + 150)
-        assert outage.error is None, repr(outage.error)
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        assert outage.down_at > 0 and outage.up_at > 0, "the outage did not happen mid-job"
-
-        c = MlflowClient(uri)
-        exp = c.get_experiment_by_name("outage")
-        runs = c.search_runs([exp.experiment_id])
-        parents = [x for x in runs if x.data.tags.get(M.TAG_ROLE) == "job"]
-        trials = [x for x in runs if x.data.tags.get(M.TAG_ROLE) == "trial"]
-        assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-        assert parents[0].data.metrics["n_trials"] == 3
-        assert len(trials) == 3 and all(
-            t.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for t in trials
-        )
-
-        # What each trial reported, from Ray Tune's own record of its results.
-        reported: dict[str, list[dict[str, Any]]] = {}
-        for f in (tmp_path / "ray").rglob("result.json"):
-            rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-            if rows:
-                reported[rows[0]["trial_id"]] = rows
-        assert len(reported) == 3
-
-        during = 0
-        for t in trials:
-            tid = t.data.tags[M.TAG_TRIAL_ID]
-            rows = reported[tid]
-            assert t.info.status in ("FINISHED", "FAILED")
-            assert RunStatus.from_string(t.info.status) != RunStatus.RUNNING
-            assert t.data.tags[M.TAG_STATUS] in (M.STATUS_COMPLETED, M.STATUS_FAILED)
-            assert t.data.params["sft.lr"] == "0.003" and "sft.batch_size" in t.data.params
-            assert t.data.params["rl.algorithm"] == "grpo"
-            for name in (M.FRACTION, M.OBJECTIVE):
-                want = [
-                    int(row.get(M.GLOBAL_STEP, row["training_iteration"]))
-                    for row in rows
-                    if isinstance(row.get(name), (int, float)) and row[name] == row[name]
-                ]
-                got = c.get_metric_history(t.info.run_id, name)
-                # Every reported step is in MLflow (a step may be logged twice if a write was
-                # cut mid-request and retried; never less).
-                assert sorted({m.step for m in got}) == sorted(set(want)), (tid, name)
-                assert len(got) >= len(want), (tid, name)
-                during += sum(outage.down_at <= m.timestamp / 1000 <= outage.up_at for m in got)
-        assert during > 0, "no metric was reported during the outage: nothing was buffered"
-    finally:
-        outage.stop.set()
-        outage.join(timeout=MAX_OUTAGE_S + 150)
-        stop_mlflow_server(outage.proc, signal.SIGKILL)
 
 
 def test_a_tracker_pickles_without_its_lock_and_queue(http_env: None) -> None:

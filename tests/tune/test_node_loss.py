@@ -16,7 +16,9 @@ from ray.cluster_utils import Cluster
 from autopipe import metrics as M
 from autopipe.spec import load_spec
 from autopipe.tune.job import run_job
-from tests.tune.helpers import write_spec
+from tests.fixtures.jobs import write_spec
+
+pytestmark = pytest.mark.job(seconds=70)  # starts Ray (tests/conftest.py)
 
 
 def _trial_reported(c: MlflowClient, name: str) -> bool:
@@ -40,7 +42,6 @@ def _worker_nodes() -> set[str]:
     return nodes
 
 
-@pytest.mark.slow  # about 2 minutes on 2 cores
 def test_trial_survives_losing_a_worker_node(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec_path = write_spec(

@@ -11,15 +11,16 @@ from autopipe import metrics as M
 from autopipe.history.runtable import read_run_table
 from autopipe.predictor.early import EarlyPredictor
 from autopipe.tune.job import load_proxy
-from tests.predictor.conftest import FAST
-from tests.test_transfer import _spec, _table
+from tests.fixtures.histories import FAST, transfer_spec, transfer_table
 
 
 def test_runner_proxy_uses_the_fitted_predictor(tmp_path: Path) -> None:
-    table = _table(tmp_path)  # a run table over the job's own space, loss falling at a hidden rate
+    table = transfer_table(
+        tmp_path
+    )  # a run table over the job's own space, loss falling at a hidden rate
     pred = EarlyPredictor.fit(read_run_table(table), 0.5, config=FAST)
     pred.save(tmp_path / "pred")
-    spec = _spec(tmp_path, {"predictor": "pred"})
+    spec = transfer_spec(tmp_path, {"predictor": "pred"})
     proxy = load_proxy(spec, meta={"size": 1.0})
     assert proxy is not None
 

@@ -15,7 +15,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from autopipe import metrics as M
-from tests.tune.helpers import REPO, autopipe_cmd, run_cli, write_spec
+from tests.fixtures.jobs import REPO, autopipe_cmd, run_cli, tiny_space, write_spec
+
+pytestmark = pytest.mark.job(seconds=120)  # starts Ray (tests/conftest.py)
 
 SFT_STEPS = 24
 
@@ -76,7 +78,6 @@ def _trials(c: MlflowClient, exp_id: str) -> list:
     return [r for r in runs if r.data.tags.get(M.TAG_ROLE) == "trial"]
 
 
-@pytest.mark.slow  # about 5 minutes on 2 cores
 def test_resume_after_the_driver_is_killed(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = write_spec(
@@ -85,17 +86,7 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path) -> None:
         store,
         tmp_path / "ray",
         budget={"max_trials": 3, "max_concurrent": 1},
-        space={
-            "sft": {"lr": 3.0e-3, "steps": SFT_STEPS, "batch_size": {"choices": [8, 16, 32]}},
-            "rl": {
-                "algorithm": "grpo",
-                "lr": 5.0e-5,
-                "beta": 0.02,
-                "num_generations": 4,
-                "batch_size": 8,
-                "steps": 12,
-            },
-        },
+        space=tiny_space(sft_steps=SFT_STEPS, rl_steps=12),
     )
     c = MlflowClient(store)
     c.search_experiments()  # create the store's tables before the job and this test share it
@@ -178,25 +169,3 @@ def _tune_reports(storage: Path, trial_id: str) -> list[dict]:
     files = [p for p in storage.glob(f"*/*{trial_id}*/result.json") if "promote" not in str(p)]
     assert len(files) == 1, files
     return [json.loads(line) for line in files[0].read_text().splitlines() if line.strip()]
-
-
-@pytest.mark.parametrize("state", ["none", "finished"])
-def test_resume_with_nothing_to_resume_is_one_line(tmp_path: Path, state: str) -> None:
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    spec = write_spec(tmp_path / "n.yaml", "nothing", store, tmp_path / "ray")
-    MlflowClient(store).search_experiments()  # create the tables: no MLflow log lines below
-    if state == "finished":
-        from autopipe.tracking import Tracker
-
-        t = Tracker(store)
-        run = t.start_run(
-            t.experiment_id("nothing"), "x", {M.TAG_ROLE: "job", M.TAG_JOB: "nothing"}
-        )
-        t.set_tags(run, {M.TAG_TUNE_PATH: str(tmp_path / "ray" / "x")})
-        t.end_run(run, "FINISHED")
-    r = run_cli("tune", str(spec), "--quiet", "--resume", timeout=120)
-    assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == [
-        f"autopipe: error: --resume: job 'nothing' has no unfinished run with a restorable Ray "
-        f"Tune experiment in the tracking store at {store}"
-    ]

@@ -8,10 +8,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from autopipe import metrics as M
-from tests.tune.helpers import REPO, autopipe_cmd, write_spec
+from tests.fixtures.jobs import REPO, autopipe_cmd, write_spec
+
+pytestmark = pytest.mark.job(seconds=40)  # starts Ray (tests/conftest.py)
 
 
 def _running_trial(c: MlflowClient, name: str) -> bool:

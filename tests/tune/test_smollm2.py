@@ -11,10 +11,11 @@ from mlflow.tracking import MlflowClient
 
 from autopipe import metrics as M
 from autopipe.trial.models import smollm2_gguf_path
-from tests.tune.helpers import REPO, run_cli
+from tests.fixtures.jobs import REPO, run_cli
+
+pytestmark = pytest.mark.job(seconds=60)  # starts Ray (tests/conftest.py)
 
 
-@pytest.mark.slow
 def test_pubmedqa_smollm2_one_short_trial(tmp_path: Path, shared_dir: Path) -> None:
     smollm2_gguf_path()  # the package is installed by `make test`; fail loudly if it is not
     spec = yaml.safe_load((REPO / "jobs" / "pubmedqa-smollm2.yaml").read_text())

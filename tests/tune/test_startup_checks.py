@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
 from autopipe import metrics as M
 from autopipe import spec as spec_checks
@@ -20,7 +21,7 @@ from autopipe.cli import main
 from autopipe.errors import ClusterError, SpaceError, SpecError
 from autopipe.spec import load_spec
 from autopipe.tune import cluster, job, summary
-from tests.tune.helpers import free_port
+from tests.fixtures.jobs import free_port, run_cli, write_spec
 
 BASE = {
     "name": "s",
@@ -344,3 +345,25 @@ def test_a_job_without_a_result_exits_1(
         assert "no trial finished" not in err
         return
     assert err == f"autopipe: error: no trial finished: {what}; {SEE}"
+
+
+@pytest.mark.parametrize("state", ["none", "finished"])
+def test_resume_with_nothing_to_resume_is_one_line(tmp_path: Path, state: str) -> None:
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = write_spec(tmp_path / "n.yaml", "nothing", store, tmp_path / "ray")
+    MlflowClient(store).search_experiments()  # create the tables: no MLflow log lines below
+    if state == "finished":
+        from autopipe.tracking import Tracker
+
+        t = Tracker(store)
+        run = t.start_run(
+            t.experiment_id("nothing"), "x", {M.TAG_ROLE: "job", M.TAG_JOB: "nothing"}
+        )
+        t.set_tags(run, {M.TAG_TUNE_PATH: str(tmp_path / "ray" / "x")})
+        t.end_run(run, "FINISHED")
+    r = run_cli("tune", str(spec), "--quiet", "--resume", timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"autopipe: error: --resume: job 'nothing' has no unfinished run with a restorable Ray "
+        f"Tune experiment in the tracking store at {store}"
+    ]

@@ -1,106 +1,13 @@
-"""`autopipe submit` against a real `ray start --head` on 127.0.0.1: the job runs on the cluster
-through the Job Submission API, and the cluster is stopped by PID afterwards."""
+"""`autopipe submit`'s one-line errors and what it uploads (a job submitted to a real
+`ray start --head` is in tests/tune/test_beside_a_cluster.py)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
-from autopipe import metrics as M
-from tests.tune.helpers import free_port, run_cli, wait_http, write_spec
-
-
-@pytest.fixture
-def ray_head(tmp_path: Path):
-    port, dash = free_port(), free_port()
-    temp = tempfile.mkdtemp(
-        prefix="rt", dir="/tmp"
-    )  # short: Ray's unix socket paths have a length limit
-    bindir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
-    cmd = [
-        str(Path(bindir) / "ray"),
-        "start",
-        "--head",
-        "--block",
-        "--node-ip-address",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--dashboard-host",
-        "127.0.0.1",
-        "--dashboard-port",
-        str(dash),
-        "--include-dashboard",
-        "true",
-        "--num-cpus",
-        "2",
-        # every other port free too: another Ray on this machine (a job, the corpus generation)
-        # holds the defaults, and a head whose job agent cannot bind answers every submission
-        # with 500 "No available agent to submit job"
-        "--dashboard-agent-listen-port",
-        str(free_port()),
-        "--dashboard-agent-grpc-port",
-        str(free_port()),
-        "--runtime-env-agent-port",
-        str(free_port()),
-        "--metrics-export-port",
-        str(free_port()),
-        "--disable-usage-stats",
-        "--temp-dir",
-        temp,
-    ]
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{dash}"
-    try:
-        wait_http(url + "/api/version", proc, "the Ray head (ray start --head)")
-        yield url, env
-    finally:
-        # Stop the cluster by PID: `ray start --block` shuts its processes down on SIGTERM; then
-        # make sure nothing of its process group is left.
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=30)
-        shutil.rmtree(temp, ignore_errors=True)
-
-
-def test_submit_runs_the_job_on_the_cluster(ray_head, tmp_path: Path) -> None:
-    url, env = ray_head
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    spec = write_spec(
-        tmp_path / "sub.yaml",
-        "submitted",
-        store,
-        tmp_path / "ray",
-        budget={"max_trials": 1, "max_concurrent": 1},
-    )
-    r = run_cli(
-        "submit", str(spec), "--address", url, "--wait", "--timeout", "500", env=env, timeout=600
-    )
-    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
-    assert "submitted job 'submitted' as Ray job" in r.stdout
-    assert "SUCCEEDED" in r.stdout
-    c = MlflowClient(store)
-    runs = c.search_runs([c.get_experiment_by_name("submitted").experiment_id])
-    trials = [x for x in runs if x.data.tags.get(M.TAG_ROLE) == "trial"]
-    assert len(trials) == 1 and trials[0].data.tags[M.TAG_STATUS] == M.STATUS_COMPLETED
+from tests.fixtures.jobs import free_port, run_cli, write_spec
 
 
 def test_submit_unreachable_address_is_one_line(tmp_path: Path) -> None:

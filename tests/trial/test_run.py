@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -14,36 +12,7 @@ from autopipe.trial.faults import injected_fault
 from autopipe.trial.run import run_trial
 from autopipe.trial.settings import TrialSettings, early_stop_step, plan_steps
 from autopipe.trial.tasks import make_builtin
-
-BASE = {
-    "sft.lr": 3e-3,
-    "sft.steps": 60,
-    "sft.batch_size": 16,
-    "sft.warmup_ratio": 0.05,
-    "rl.algorithm": "grpo",
-    "rl.lr": 5e-5,
-    "rl.beta": 0.02,
-    "rl.num_generations": 4,
-    "rl.temperature": 1.0,
-    "rl.batch_size": 16,
-    "rl.steps": 4,
-}
-SETTINGS = TrialSettings(
-    max_length=32, max_completion_length=8, threads=1, eval_samples=2, reports_per_stage=6
-)
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.reports: list[dict[str, Any]] = []
-        self.checkpoints: list[tuple[str, list[str]]] = []
-
-    def __call__(self, metrics: dict[str, Any], ckpt: str | None) -> None:
-        self.reports.append(dict(metrics))
-        if ckpt is not None:
-            self.checkpoints.append(
-                (metrics[M.STAGE], sorted(p.name for p in Path(ckpt).iterdir()))
-            )
+from tests.fixtures.trials import BASE, SETTINGS, CopyingRecorder, Recorder
 
 
 @pytest.fixture(scope="module")
@@ -93,22 +62,6 @@ def test_dpo_and_lora(sort_data) -> None:
     assert out.status == M.STATUS_COMPLETED
     assert any(r[M.STAGE] == "rl" and M.TRAIN_LOSS in r for r in rec.reports)
     assert math.isfinite(out.objective)
-
-
-class CopyingRecorder(Recorder):
-    """Keeps a copy of each checkpoint directory (the trial deletes its work dir)."""
-
-    def __init__(self, keep: Path) -> None:
-        super().__init__()
-        self.keep = keep
-        self.paths: list[Path] = []
-
-    def __call__(self, metrics: dict[str, Any], ckpt: str | None) -> None:
-        super().__call__(metrics, ckpt)
-        if ckpt is not None:
-            dst = self.keep / f"ckpt{len(self.paths)}"
-            shutil.copytree(ckpt, dst)
-            self.paths.append(dst)
 
 
 def test_early_stop_then_resume_matches_a_straight_run(sort_data, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from autopipe.errors import TrackingError
 from autopipe.history.mlflow_reader import read_mlflow_experiment
 from autopipe.tracking import Tracker, open_client
-from tests.tune.helpers import run_cli
+from tests.fixtures.jobs import run_cli
 
 
 def test_unknown_scheme_and_non_database_file(tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_cli_prints_one_line(tmp_path: Path) -> None:
 
 
 def test_history_reader_over_http(tmp_path: Path) -> None:
-    from tests.tune.helpers import free_port, start_mlflow_server, stop_mlflow_server
+    from tests.fixtures.jobs import free_port, start_mlflow_server, stop_mlflow_server
 
     # nothing listening: the reader's probe fails at once instead of MLflow retrying for minutes
     closed = f"http://127.0.0.1:{free_port()}"

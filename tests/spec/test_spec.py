@@ -16,7 +16,7 @@ from autopipe.cli import main
 from autopipe.errors import SpecError
 from autopipe.spec import load_spec, parse_spec
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 GOOD = """
 name: t
@@ -407,7 +407,7 @@ def test_cost_weight_reaches_the_core_with_the_history_costs() -> None:
     from autopipe.prior.ranker import RankerConfig, RankingPrior
     from autopipe.tune.job import make_core
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     spec = load_spec(root / "jobs" / "demo.yaml")
     spec = spec.model_copy(
         update={"search": spec.search.model_copy(update={"options": {"cost_weight": 0.2}})}

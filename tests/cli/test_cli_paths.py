@@ -13,7 +13,7 @@ import pytest
 from autopipe.cli.app import build_parser
 from autopipe.cli.paths import check_out_dir, check_out_file
 from autopipe.errors import DataError
-from tests.history.test_runtable import write_toy
+from tests.fixtures.histories import write_toy
 
 
 def _parser() -> argparse.ArgumentParser:

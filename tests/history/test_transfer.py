@@ -6,77 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
 from autopipe import metrics as M
 from autopipe.errors import SpecError
-from autopipe.history.data import History
-from autopipe.history.runtable import write_run_table
 from autopipe.history.transfer import load_transfer
 from autopipe.predictor.early import DIRECT, RESIDUAL
 from autopipe.predictor.proxy import make_proxy
 from autopipe.spec import parse_spec
-
-SPACE = {
-    "sft": {"lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}, "steps": {"values": [60, 120]}}
-}
-
-
-def _spec(tmp_path: Path, history: dict, early: float = 0.5, space: dict | None = None):
-    return parse_spec(
-        {
-            "name": "t",
-            "dataset": {"task": "sort"},
-            "space": space or SPACE,
-            "budget": {"max_trials": 4, "early_stop_fraction": early},
-            "search": {"algorithm": "autopipe"},
-            "history": history,
-        },
-        base_dir=tmp_path,
-    )
-
-
-def _table(tmp_path: Path, n_tasks: int = 3, n: int = 40, seed: int = 0) -> Path:
-    """A run table over SPACE: the final objective peaks at lr = 1e-3 on every task (what a prior
-    learns) plus a hidden per-run rate that the eval loss curve shows (what a predictor learns)."""
-    rng = np.random.default_rng(seed)
-    space = _spec(tmp_path, {}).to_space()
-    runs, curves = [], []
-    for t in range(n_tasks):
-        for i, cfg in enumerate(space.sample_many(n, rng)):
-            s = rng.uniform(0.0, 1.0)
-            y = -((np.log10(cfg["sft.lr"]) + 3.0) ** 2) + s
-            rid = f"t{t}-{i}"
-            runs.append({"run_id": rid, "task": f"t{t}", "seed": 0, **cfg, "y": y})
-            for f in (0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0):
-                loss = (2.0 + t) * (1.0 - 0.3 * s * f) + 0.01 * rng.normal()
-                curves.append(
-                    {"run_id": rid, M.FRACTION: f, M.EVAL_LOSS: loss, M.TRAIN_LOSS: loss - 0.1}
-                )
-    frame = pd.DataFrame(runs)
-    frame["cost"], frame["status"] = 10.0, "ok"
-    h = History(
-        space=space,
-        runs=frame,
-        tasks=pd.DataFrame(
-            {
-                "task": [f"t{t}" for t in range(n_tasks)],
-                "group": [f"t{t}" for t in range(n_tasks)],
-                "meta_size": np.arange(n_tasks, dtype=float),
-            }
-        ),
-        curves=pd.DataFrame(curves),
-        objective=M.OBJECTIVE,
-        name="synthetic",
-    )
-    return write_run_table(h, tmp_path / "hist")
+from tests.fixtures.histories import transfer_spec, transfer_table
 
 
 def test_job_fits_prior_and_residual_predictor_from_its_run_table(tmp_path: Path) -> None:
-    table = _table(tmp_path)
-    spec = _spec(tmp_path, {"run_tables": ["hist"]})  # relative to the spec's folder
+    table = transfer_table(tmp_path)
+    spec = transfer_spec(tmp_path, {"run_tables": ["hist"]})  # relative to the spec's folder
     space = spec.to_space()
     lines: list[str] = []
     tr = load_transfer(spec, space, log=lines.append)
@@ -110,33 +54,33 @@ def test_job_fits_prior_and_residual_predictor_from_its_run_table(tmp_path: Path
 
 
 def test_no_early_stopping_means_no_predictor_and_files_win(tmp_path: Path) -> None:
-    _table(tmp_path)
-    spec = _spec(tmp_path, {"run_tables": ["hist"]}, early=1.0)
+    transfer_table(tmp_path)
+    spec = transfer_spec(tmp_path, {"run_tables": ["hist"]}, early=1.0)
     tr = load_transfer(spec, spec.to_space())
     # trials run to the end: nothing to predict
     assert tr.prior is not None and tr.predictor is None and len(tr.notes) == 1
     tr.prior.save(tmp_path / "prior")
-    spec = _spec(tmp_path, {"run_tables": ["hist"], "prior": "prior"})
+    spec = transfer_spec(tmp_path, {"run_tables": ["hist"], "prior": "prior"})
     tr = load_transfer(spec, spec.to_space())
     # the named prior is loaded, only the predictor is fitted
     assert tr.notes[0] == "prior: loaded from prior" and "predictor: residual" in tr.notes[1]
 
 
 def test_single_task_history_gives_the_direct_predictor(tmp_path: Path) -> None:
-    _table(tmp_path, n_tasks=1)
-    spec = _spec(tmp_path, {"run_tables": ["hist"]})
+    transfer_table(tmp_path, n_tasks=1)
+    spec = transfer_spec(tmp_path, {"run_tables": ["hist"]})
     tr = load_transfer(spec, spec.to_space())
     # no other task to score the prior out of fold: the direct variant
     assert tr.predictor.variant == DIRECT
 
 
 def test_history_of_another_space_is_one_line_error(tmp_path: Path) -> None:
-    _table(tmp_path)
+    transfer_table(tmp_path)
     other = {"sft": {"lr": {"low": 1.0e-5, "high": 1.0e-2, "log": True}}}
-    spec = _spec(tmp_path, {"run_tables": ["hist"]}, space=other)
+    spec = transfer_spec(tmp_path, {"run_tables": ["hist"]}, space=other)
     with pytest.raises(SpecError, match=r"^history: .*hist was fitted over another search space"):
         load_transfer(spec, spec.to_space())
-    spec = _spec(tmp_path, {"run_tables": ["missing"]})
+    spec = transfer_spec(tmp_path, {"run_tables": ["missing"]})
     with pytest.raises(SpecError, match=r"^history: .*missing"):
         load_transfer(spec, spec.to_space())
 
@@ -144,7 +88,7 @@ def test_history_of_another_space_is_one_line_error(tmp_path: Path) -> None:
 def test_demo_job_transfers_from_the_shipped_history_without_its_task() -> None:
     from autopipe.spec import load_spec
 
-    spec = load_spec(Path(__file__).parents[1] / "jobs" / "demo.yaml")
+    spec = load_spec(Path(__file__).parents[2] / "jobs" / "demo.yaml")
     tr = load_transfer(spec, spec.to_space())
     # the demo fits both models on benchmarks/data/tinypost at start
     assert tr.prior is not None and tr.predictor is not None
@@ -155,23 +99,23 @@ def test_demo_job_transfers_from_the_shipped_history_without_its_task() -> None:
 
 
 def test_saved_models_must_fit_the_job(tmp_path: Path) -> None:
-    _table(tmp_path)
-    spec = _spec(tmp_path, {"run_tables": ["hist"]})
+    transfer_table(tmp_path)
+    spec = transfer_spec(tmp_path, {"run_tables": ["hist"]})
     tr = load_transfer(spec, spec.to_space())
     tr.prior.save(tmp_path / "prior")
     tr.predictor.save(tmp_path / "pred")
-    spec = _spec(tmp_path, {"prior": "prior", "predictor": "pred"}, early=0.25)
+    spec = transfer_spec(tmp_path, {"prior": "prior", "predictor": "pred"}, early=0.25)
     with pytest.raises(SpecError, match=r"^history.predictor was fitted at fraction 0.5, but "):
         load_transfer(spec, spec.to_space())
     other = {"sft": {"lr": {"low": 1.0e-5, "high": 1.0e-2, "log": True}}}
-    spec = _spec(tmp_path, {"prior": "prior"}, space=other)
+    spec = transfer_spec(tmp_path, {"prior": "prior"}, space=other)
     with pytest.raises(SpecError, match=r"^history.prior was fitted over another search space"):
         load_transfer(spec, spec.to_space())
 
 
 def test_full_length_random_search_fits_nothing(tmp_path: Path) -> None:
-    _table(tmp_path)
-    spec = _spec(tmp_path, {"run_tables": ["hist"]}, early=1.0)
+    transfer_table(tmp_path)
+    spec = transfer_spec(tmp_path, {"run_tables": ["hist"]}, early=1.0)
     data = spec.dump()
     data["search"] = {"algorithm": "random"}
     spec = parse_spec(data, base_dir=tmp_path)
@@ -185,8 +129,8 @@ def test_resume_warns_when_the_history_changed(tmp_path: Path, caplog) -> None:
 
     from autopipe.tune.job import _check_same_transfer
 
-    _table(tmp_path, seed=0)
-    spec = _spec(tmp_path, {"run_tables": ["hist"]})
+    transfer_table(tmp_path, seed=0)
+    spec = transfer_spec(tmp_path, {"run_tables": ["hist"]})
     first = load_transfer(spec, spec.to_space())
     # the same history gives the same fingerprint
     assert (
@@ -199,7 +143,7 @@ def test_resume_warns_when_the_history_changed(tmp_path: Path, caplog) -> None:
 
     _check_same_transfer(Store(), "p", first)
     assert "differ" not in caplog.text
-    _table(tmp_path, seed=1)  # the run table grew or changed since
+    transfer_table(tmp_path, seed=1)  # the run table grew or changed since
     again = load_transfer(spec, spec.to_space())
     assert again.fingerprint != first.fingerprint
     _check_same_transfer(Store(), "p", again)
