@@ -33,3 +33,9 @@ class ClusterError(AutoPipeError):
 
 class TrialError(Exception):
     """A trial failed for a known reason (non-finite loss, out of memory); the job goes on."""
+
+
+def one_line(e: BaseException) -> str:
+    """An error's first line, as the CLI prints it (its type's name when it has no text)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from autopipe.errors import AutoPipeError
+from autopipe.errors import AutoPipeError, one_line
 
 
 def _quiet_env() -> None:
@@ -38,8 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from autopipe.cli.job import one_line
-
     _quiet_env()
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -9,7 +9,7 @@ import math
 import sys
 from typing import Any
 
-from autopipe.errors import AutoPipeError, SpecError
+from autopipe.errors import AutoPipeError, SpecError, one_line
 
 
 def register(sub: Any) -> None:
@@ -169,9 +169,3 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise SpecError(f"--timeout must be a number of seconds > 0, but got {args.timeout:g}")
     spec = load_spec(args.spec)
     return submit(spec, args.spec, args.address, wait=args.wait, timeout_s=args.timeout)
-
-
-def one_line(e: BaseException) -> str:
-    """An error's first line (its type's name when it has no text)."""
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

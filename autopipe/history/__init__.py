@@ -1,5 +1,7 @@
-"""Offline history: the in-memory model of past runs, readers of run tables and MLflow
-experiments, and dataset meta-features. Nothing here fits a model or talks to Ray."""
+"""Offline history: past runs in memory (``data``), readers of run tables and MLflow
+experiments, dataset meta-features, where a history comes from (``sources``), what a job transfers
+from it (``transfer``: the prior and predictor it fits or loads) and their saved files. Nothing
+here talks to Ray."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""A saved model folder (the prior, the predictor): its XGBoost model files, written in one
-layout, and the JSON sidecar that describes them, read with one-line errors naming the file.
-Nothing is pickled."""
+"""A fitted prior's or predictor's folder: its XGBoost booster files, written in one layout, and
+the JSON sidecar that describes them, read with one-line errors naming the file. Nothing is
+pickled."""
 
 from __future__ import annotations
 
@@ -27,12 +27,13 @@ def read_sidecar(root: str | Path, name: str, fmt: str, what: str) -> dict[str, 
     return d
 
 
-def save_models(root: str | Path, models: Sequence[Any]) -> list[str]:
-    """Create the folder ``root`` and write each XGBoost model (anything with ``save_model``) as
-    ``root/model_<k>.ubj``; returns the file names in order, for the sidecar's ``models``."""
+def save_boosters(root: str | Path, boosters: Sequence[Any]) -> list[str]:
+    """Create the folder ``root`` and write each XGBoost booster (anything with ``save_model``)
+    as ``root/model_<k>.ubj`` (the names saved folders have always had); returns the file names in
+    order, for the sidecar's ``models``."""
     folder = Path(root)
     folder.mkdir(parents=True, exist_ok=True)
-    names = [f"model_{k}.ubj" for k in range(len(models))]
-    for m, name in zip(models, names, strict=True):
+    names = [f"model_{k}.ubj" for k in range(len(boosters))]
+    for m, name in zip(boosters, names, strict=True):
         m.save_model(str(folder / name))
     return names

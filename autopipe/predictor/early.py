@@ -50,7 +50,7 @@ from autopipe import metrics
 from autopipe.errors import DataError
 from autopipe.history.data import META_PREFIX, History, configs_to_frame
 from autopipe.history.metafeatures import FeatureFilter, select_meta_features
-from autopipe.history.saved import read_sidecar, save_models
+from autopipe.history.saved import read_sidecar, save_boosters
 from autopipe.predictor.features import FRACTION_TOL, PrefixFeaturizer, as_float
 from autopipe.predictor.linear import LinearBase
 from autopipe.predictor.targets import (
@@ -582,7 +582,7 @@ class EarlyPredictor:
     def save(self, path: str | Path) -> Path:
         """Write ``path/predictor.json`` and ``path/model_<k>.ubj`` (a folder, created)."""
         root = Path(path)
-        models = save_models(root, self.members)
+        models = save_boosters(root, self.members)
         sidecar = {
             "format": FORMAT,
             "variant": self.variant,

@@ -23,7 +23,7 @@ from scipy.stats import rankdata
 from autopipe.errors import DataError
 from autopipe.history.data import META_PREFIX, History, configs_to_frame
 from autopipe.history.metafeatures import FeatureFilter, select_meta_features
-from autopipe.history.saved import read_sidecar, save_models
+from autopipe.history.saved import read_sidecar, save_boosters
 from autopipe.space import Space
 
 FORMAT = "autopipe-prior/1"
@@ -278,7 +278,7 @@ class RankingPrior:
     def save(self, path: str | Path) -> Path:
         """Write ``path/prior.json`` and ``path/model_<k>.ubj`` (a folder, created)."""
         root = Path(path)
-        models = save_models(root, self.boosters)
+        models = save_boosters(root, self.boosters)
         sidecar = {
             "format": FORMAT,
             "space": self.space.to_json(),

@@ -53,7 +53,7 @@ def _check_paths(spec: JobSpec, local: bool) -> None:
                 f"{p.suffix.lower()!r} of dataset.path), but got none"
             )
     if spec.model.path and local:
-        # resolved as the trial workers get it (runner.trial_settings -> models.build_model)
+        # resolved as the trial workers get it (tune.trainable.trial_settings -> build_model)
         p = spec.resolve(spec.model.path)
         if not p.exists():
             raise SpecError(f"model.path {str(p)!r} does not exist")

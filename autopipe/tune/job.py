@@ -107,13 +107,15 @@ def run_job(
         errored = True
         raise
     finally:
-        _finish(run, result, searcher, resumed=previous is not None, errored=errored)
-        if started:
-            import ray
+        try:
+            _finish(run, result, searcher, resumed=previous is not None, errored=errored)
+        finally:
+            if started:
+                import ray
 
-            ray.shutdown()
-        result.wall_s = time.time() - t0
-        result.parent_run_id = tracker.resolve(parent)  # a placeholder during an outage
+                ray.shutdown()
+            result.wall_s = time.time() - t0
+            result.parent_run_id = tracker.resolve(parent)  # a placeholder during an outage
     return result
 
 

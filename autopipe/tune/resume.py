@@ -2,7 +2,7 @@
 Ray Tune experiment through its parent MLflow run, and read back what MLflow already holds of
 every trial, so that no trial gets a second run and no metric step is logged twice.
 
-It restarts nothing itself: the runner restores the Tune experiment, and Tune restores the
+It restarts nothing itself: the job runner restores the Tune experiment, and Tune restores the
 searcher (with the ledger) from its own experiment checkpoint.
 """
 

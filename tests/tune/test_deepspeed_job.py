@@ -7,11 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 from safetensors import safe_open
 
 from autopipe import metrics as M
-from tests.fixtures.jobs import run_cli, write_spec
+from tests.fixtures.jobs import job_runs, run_cli, write_spec
 
 pytestmark = pytest.mark.job(seconds=45)  # starts Ray (tests/conftest.py)
 
@@ -28,11 +27,7 @@ def test_zero3_job_over_two_workers(tmp_path: Path, tmp_store: str) -> None:
     r = run_cli("tune", str(spec), "--quiet", timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "completed 1" in r.stdout
-    c = MlflowClient(tmp_store)
-    exp = c.get_experiment_by_name("zero3")
-    trial = next(
-        x for x in c.search_runs([exp.experiment_id]) if x.data.tags.get(M.TAG_ROLE) == "trial"
-    )
+    _, (trial,) = job_runs(tmp_store, "zero3")
     assert trial.data.tags[M.TAG_STATUS] == M.STATUS_COMPLETED
     m = trial.data.metrics
     assert 0.0 <= m[M.ACCURACY] <= 1.0 and m[M.SFT_S] > 0 and m[M.RL_S] > 0

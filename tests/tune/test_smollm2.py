@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from autopipe import metrics as M
 from autopipe.trial.models import smollm2_gguf_path
-from tests.fixtures.jobs import REPO, run_cli
+from tests.fixtures.jobs import REPO, job_runs, run_cli
 
 pytestmark = pytest.mark.job(seconds=60)  # starts Ray (tests/conftest.py)
 
@@ -41,8 +41,7 @@ def test_pubmedqa_smollm2_one_short_trial(tmp_path: Path, shared_dir: Path) -> N
     r = run_cli("tune", str(p), "--quiet", timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     c = MlflowClient(spec["tracking"]["uri"])
-    runs = c.search_runs([c.get_experiment_by_name("pubmedqa-smollm2").experiment_id])
-    trial = next(x for x in runs if x.data.tags.get(M.TAG_ROLE) == "trial")
+    _, (trial,) = job_runs(spec["tracking"]["uri"], "pubmedqa-smollm2")
     assert trial.data.tags[M.TAG_STATUS] == M.STATUS_COMPLETED
     assert trial.data.tags[M.TAG_DATASET].startswith("pubmedqa-")
     assert 0.0 <= trial.data.metrics[M.OBJECTIVE] <= 1.0
