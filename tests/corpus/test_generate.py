@@ -12,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from autopipe import metrics as M
+from autopipe.cli import main
 from autopipe.history.mlflow_reader import read_mlflow_experiment
 from autopipe.history.runtable import read_run_table
 from tests.fixtures.jobs import run_cli, write_spec
@@ -50,7 +51,9 @@ def generated(tmp_path_factory: pytest.TempPathFactory):
     return d, store, first, second
 
 
-def test_generation_runs_real_trials_and_resumes_without_duplicates(generated) -> None:
+def test_generation_runs_real_trials_and_resumes_without_duplicates(
+    generated, capsys: pytest.CaptureFixture[str]
+) -> None:
     _, store, first, second = generated
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-3000:]
@@ -69,26 +72,21 @@ def test_generation_runs_real_trials_and_resumes_without_duplicates(generated) -
     for r in trials:
         by_job.setdefault(r.data.tags[M.TAG_JOB], set()).add(r.data.params["sft.lr"])
     assert by_job["gen-parity-s3"] == by_job["gen-compare-s3"]
-    # A third call finds nothing left to do.
-    again = run_cli(*_args(generated), "--dry-run")
-    assert "0 to run" in again.stdout
-
-
-def _args(generated) -> list[str]:
+    # A third call finds nothing left to do (and so starts no Ray).
     d = generated[0]
-    return [
+    args = [
         "history", "generate", "--job", str(d / "tpl.yaml"), "--experiment", "gen", "--seed",
         "3", "--configs-per-task", "2", "--replicates", "0", "--tasks", "parity", "compare",
     ]  # fmt: skip
+    assert main([*args, "--dry-run"]) == 0
+    assert "0 to run" in capsys.readouterr().out
 
 
 def test_export_reimports_to_the_same_runs_and_curves(generated, tmp_path: Path) -> None:
     d, store, _, _ = generated
     out = tmp_path / "corpus"
-    r = run_cli(
-        "history", "export", "--from", "mlflow:gen", "--tracking-uri", store, "--out", str(out)
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
+    args = ["history", "export", "--from", "mlflow:gen", "--tracking-uri", store, "--out", str(out)]
+    assert main(args) == 0
     src = read_mlflow_experiment("gen", tracking_uri=store)
     back = read_run_table(out)
     assert sorted(back.runs["run_id"]) == sorted(src.runs["run_id"])
