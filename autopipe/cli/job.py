@@ -23,7 +23,8 @@ def register(sub: Any) -> None:
     t.add_argument(
         "--address",
         default=None,
-        help="existing Ray cluster to connect to (e.g. auto, ray://host:10001)",
+        help="existing Ray cluster: auto, HOST:PORT (its GCS, 6379 by default) or "
+        "ray://HOST:10001; a token-protected one reads RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH",
     )
     t.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (overrides the spec)")
     t.add_argument("--max-trials", type=int, default=None, help="override budget.max_trials")
@@ -95,10 +96,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
         spec.budget.max_concurrent = min(spec.budget.max_concurrent, args.max_trials)
     if args.tracking_uri:
         spec.tracking.uri = args.tracking_uri
-    if not args.address:
+    # Ray reads its environment when it is imported: set what this connection needs first.
+    if args.address:
+        from autopipe.tune import address as A
+
+        A.client_env(A.parse(args.address))
+    else:
         from autopipe.tune.cluster import local_ray_env
 
-        local_ray_env()  # before Ray is imported
+        local_ray_env()
     from collections import Counter
 
     from autopipe import metrics as M

@@ -4,6 +4,7 @@ run bookkeeping (that is :mod:`autopipe.tracking.client`)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,11 @@ def open_client(uri: str | None, must_exist: bool = False, fail_fast: bool = Tru
         else:
             _probe_http(uri)
     from mlflow.tracking import MlflowClient
+
+    # A new local store logs its schema set-up (a dozen INFO lines of MLflow and alembic):
+    # nothing a user acts on.
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     try:
         return MlflowClient(tracking_uri=uri)

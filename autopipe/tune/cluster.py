@@ -7,10 +7,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterator
+from typing import Any
 
-from autopipe.errors import ClusterError
+from autopipe.errors import ClusterError, one_line
 from autopipe.spec import JobSpec
+from autopipe.tune import address as A
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,11 @@ def local_ray_env() -> None:
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 
 
+# Attempts to start the embedded Ray: a taken dashboard port or a node slower than Ray's 30 s to
+# register (a loaded machine) is retried, each attempt with Ray's whole start-up wait again.
+EMBEDDED_ATTEMPTS = 3
+
+
 def init_ray(spec: JobSpec, address: str | None) -> bool:
     """Connect to ``address`` or start an embedded local Ray bound to 127.0.0.1.
 
@@ -76,16 +84,39 @@ def init_ray(spec: JobSpec, address: str | None) -> bool:
         # Under `autopipe submit` the job's runtime env already sets these variables: let the
         # driver's identical settings merge with it instead of failing on the overlap.
         os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
-        try:
+        kind = A.parse(address).kind
+        if kind in ("gcs", "auto"):
+            probe_gcs(address)  # then ray.init has a GCS that answers and accepts this client
+
+        def connect() -> None:
             ray.init(
                 address=address,
                 runtime_env=runtime_env,
                 log_to_driver=True,
                 logging_level=logging.WARNING,
             )
-        except (ConnectionError, RuntimeError, ValueError) as e:
+
+        try:
+            if kind == "client":
+                # A Ray Client server that does not answer keeps ray.init retrying for
+                # minutes: connect on a thread (whose "no SIGTERM handler" warning is moot for
+                # a client driver) and give up after CONNECT_TIMEOUT_S.
+                with _without(logging.getLogger("ray._private.worker"), "SIGTERM handler"):
+                    what = f"--address {address}: cannot connect to a Ray cluster"
+                    within(CONNECT_TIMEOUT_S, what, connect)
+            else:
+                connect()
+        except ClusterError:
+            raise
+        except Exception as e:  # noqa: BLE001 - ray.init raises many kinds for one cause
+            from ray.exceptions import AuthenticationError
+
+            if isinstance(e, AuthenticationError):
+                raise ClusterError(
+                    f"--address {address}: authentication refused: {auth_hint()}"
+                ) from None
             raise ClusterError(
-                f"--address {address!r}: cannot connect to a Ray cluster ({e})"
+                f"--address {address}: cannot connect to a Ray cluster ({one_line(e)})"
             ) from None
         return True
     # Embedded: everything on loopback (see local_ray_env), no token auth for a single-user
@@ -97,7 +128,7 @@ def init_ray(spec: JobSpec, address: str | None) -> bool:
     # placement group, and once they hold all CPUs no trial can start. So the workers are told
     # this instance's API server, on a dashboard port chosen here.
     env_vars = runtime_env["env_vars"]
-    for attempt in range(3):
+    for attempt in range(1, EMBEDDED_ATTEMPTS + 1):
         dash_port = free_port()
         api = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dash_port}"}
         try:
@@ -113,16 +144,27 @@ def init_ray(spec: JobSpec, address: str | None) -> bool:
                 configure_logging=True,
                 _node_ip_address="127.0.0.1",
             )
-            break
-        except (ValueError, RuntimeError, ConnectionError) as e:
-            # Ray makes no retry on a given dashboard port: something took the free port we
-            # picked before Ray bound it. Start over on another one.
+            return True
+        except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception on a slow start-up
             if ray.is_initialized():
                 ray.shutdown()
-            if "port" not in str(e).lower() or attempt == 2:
-                raise ClusterError(f"could not start the embedded Ray ({e})") from None
-            log.warning("the embedded Ray's dashboard port %d was taken; retrying", dash_port)
-    return True
+            text = str(e).lower()
+            # Ray makes no retry on a given dashboard port (something took the free port we
+            # picked before Ray bound it), and gives a node 30 s to register with its GCS (a
+            # loaded machine can take longer): both are worth another attempt.
+            retry = "port" in text or "timed out during startup" in text
+            if not retry or attempt == EMBEDDED_ATTEMPTS:
+                raise ClusterError(
+                    f"could not start the embedded Ray after {attempt} attempt"
+                    f"{'s' if attempt > 1 else ''} ({one_line(e)})"
+                ) from None
+            log.warning(
+                "the embedded Ray did not start (%s); retrying (attempt %d of %d)",
+                one_line(e),
+                attempt + 1,
+                EMBEDDED_ATTEMPTS,
+            )
+    return True  # not reached
 
 
 def free_port() -> int:
@@ -134,51 +176,149 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-# Seconds `autopipe tune --address HOST:PORT` waits for a TCP connection before giving up
-# (ray.init itself retries an unreachable GCS for minutes).
-ADDRESS_PROBE_S = 5.0
+# Seconds each step of connecting to an existing cluster (the GCS handshake, ray.init) may take
+# before it is one line naming the cause, so that a command ends within about 10 s (ray.init
+# itself retries a silent GCS or Ray Client server for minutes).
+CONNECT_TIMEOUT_S = 7.0
 
 
-def check_address(address: str | None, timeout_s: float = ADDRESS_PROBE_S) -> None:
-    """Fail fast on ``--address HOST:PORT`` where nothing listens: one TCP connection attempt.
-
-    ``auto``, ``local`` and URIs (``ray://HOST:PORT``) are left to ``ray.init``.
-    """
-    import socket
-
-    if not address or address in ("auto", "local") or "://" in address:
+def check_address(address: str | None) -> None:
+    """What can be checked of ``autopipe tune --address`` before Ray is imported: its form, its
+    kind (an ``http://`` address is the dashboard, which ``submit`` takes), that something
+    listens there, and that it is not an HTTP server (the dashboard's port given for the GCS's).
+    Each is a one-line :class:`ClusterError`; ``auto`` is checked once Ray can look it up."""
+    if not address or address == "local":
         return
-    if address.startswith("["):  # [IPv6]:PORT
-        host, sep, port = address[1:].partition("]:")
-        if not sep:
-            return
-    else:
-        host, _, port = address.rpartition(":")
-        if not host or ":" in host:
-            return  # no port, or a bare IPv6 address: Ray says what is wrong
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    a = A.parse(address)
+    if a.kind == "http":
         raise ClusterError(
-            f"--address {address}: the port must be a number in 1..65535, but got {port!r}"
+            f"--address {address}: that is the Ray dashboard's Job API, which `autopipe submit "
+            "--address` takes; `autopipe tune --address` takes the GCS address HOST:PORT (6379 "
+            "by default), auto, or ray://HOST:10001"
         )
+    A.check_listening(a)
+    if a.kind == "gcs" and A.speaks_http(a.host, a.port):
+        raise ClusterError(
+            f"--address {address}: an HTTP server answers there (the Ray dashboard?), not a Ray "
+            "GCS; give the head's GCS port (6379 by default), or submit with `autopipe submit "
+            f"--address http://{a.hostport}`"
+        )
+
+
+def within(seconds: float, what: str, fn: Any) -> Any:
+    """``fn()`` on a daemon thread, its result or its exception; a :class:`ClusterError` naming
+    ``what`` if it has not returned in ``seconds`` (Ray's connection calls retry for minutes)."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # handed to the caller
+            box["error"] = e
+
+    t = threading.Thread(target=run, daemon=True, name="autopipe-connect")
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        raise ClusterError(f"{what} (no answer in {seconds:g} s)")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+@contextlib.contextmanager
+def native_stderr_to_devnull() -> Iterator[None]:
+    """File descriptor 2 points at /dev/null inside (what C++ libraries write there too)."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout_s):
-            pass
-    except socket.gaierror:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def _without(logger: logging.Logger, text: str) -> Iterator[None]:
+    """``logger`` drops the records whose message contains ``text`` inside."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return text not in record.getMessage()
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
+def auth_hint() -> str:
+    """What to do about a cluster that refused this client's token (or its lack of one)."""
+    source = A.token_source()
+    if source:
+        return f"the token in {source} is not the cluster's"
+    missing = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    where = f" (RAY_AUTH_TOKEN_PATH names {missing}, which does not exist)" if missing else ""
+    return (
+        "the cluster requires a token: set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH to a file "
+        f"holding it){where}"
+    )
+
+
+def probe_gcs(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Ray's own handshake with the GCS at ``address`` (``HOST:PORT`` or ``auto``): one line for
+    authentication refused, a Ray version other than this client's, or a server that does not
+    answer as a GCS."""
+    import ray
+    from ray.exceptions import AuthenticationError
+
+    raw = address
+    if address == "auto":
+        found = A.auto_address()
+        if not found:
+            raise ClusterError(
+                "--address auto: no Ray cluster runs on this machine (no RAY_ADDRESS and no "
+                "`ray start` here); give the head's address, HOST:6379"
+            )
+        address = found
+
+    def handshake() -> dict[str, Any] | None:
+        import json
+
+        from ray._common.usage.usage_constants import CLUSTER_METADATA_KEY
+        from ray._private.ray_constants import KV_NAMESPACE_CLUSTER
+        from ray._raylet import GcsClient
+
+        # NOTE: private Ray API as of 2.60 (pinned); `ray healthcheck` makes the same calls
+        client = GcsClient(address=address)
+        raw_meta = client.internal_kv_get(CLUSTER_METADATA_KEY, namespace=KV_NAMESPACE_CLUSTER)
+        return json.loads(raw_meta) if raw_meta else None
+
+    what = f"--address {raw}: no Ray GCS answered at {address}"
+    try:
+        # Ray's C++ client logs every refused or unanswered attempt to stderr: this probe's
+        # outcome is the one line the user gets
+        with native_stderr_to_devnull():
+            meta = within(timeout_s, what, handshake)
+    except AuthenticationError:
+        raise ClusterError(f"--address {raw}: authentication refused: {auth_hint()}") from None
+    except ClusterError:
+        raise
+    except Exception as e:  # noqa: BLE001 - Ray's RPC errors have no common base class
         raise ClusterError(
-            f"--address {address}: no Ray cluster reachable (cannot resolve host {host!r})"
+            f"--address {raw}: cannot connect to a Ray cluster ({one_line(e)})"
         ) from None
-    except TimeoutError:
+    theirs = (meta or {}).get("ray_version")
+    if theirs and theirs != ray.__version__:
         raise ClusterError(
-            f"--address {address}: no Ray cluster reachable (no answer in {timeout_s:g} s)"
-        ) from None
-    except ConnectionRefusedError:
-        raise ClusterError(
-            f"--address {address}: no Ray cluster reachable (connection refused)"
-        ) from None
-    except OSError as e:
-        raise ClusterError(
-            f"--address {address}: no Ray cluster reachable ({e.strerror or e})"
-        ) from None
+            f"--address {raw}: version mismatch: the cluster runs Ray {theirs}, this client Ray "
+            f"{ray.__version__}; install ray=={theirs} here (or run the job on the cluster "
+            "with `autopipe submit`)"
+        )
 
 
 def check_resources(spec: JobSpec) -> None:

@@ -70,16 +70,30 @@ def run_job(
     # Before any MLflow run exists: a history of another space is a one-line error, not a
     # failed job run.
     transfer = load_transfer(spec, space, tracker.uri, log=log.info)
-    common_tags = {M.TAG_JOB: spec.name, **ds_tags}
-    exp_id, parent = _open_parent_run(tracker, spec, previous, common_tags)
+    # The searcher and the storage folder before Ray: their errors are the user's input.
+    core = make_core(spec, space, meta, prior=transfer.prior)
+    storage = storage_path(spec)
+    # Ray before the job's MLflow run: a cluster that cannot be reached or started leaves no
+    # run behind (and --resume nothing to find).
+    started = init_ray(spec, address)
+    try:
+        check_resources(spec)
+        common_tags = {M.TAG_JOB: spec.name, **ds_tags}
+        exp_id, parent = _open_parent_run(tracker, spec, previous, common_tags)
+    except BaseException:
+        if started:
+            import ray
+
+            ray.shutdown()
+        raise
     result = JobResult(spec.name, exp_id, parent, tracker.uri, None, None, None)
     ledger = Ledger()
     # Each trial's params: its configuration, the space's constants and the training seed.
     trial_params = {**space.constants, "seed": spec.seed}
     callback = MLflowTrialCallback(tracker, exp_id, parent, common_tags, trial_params, ledger)
-    run = JobRun(spec, space, tracker, callback, ledger, verbose=verbose)
+    run = JobRun(spec, space, tracker, callback, ledger, storage=storage, verbose=verbose)
     searcher = None
-    started = errored = False
+    errored = False
     try:
         if previous is None:
             _log_job(tracker, parent, spec, space, meta, ds_tags)
@@ -89,11 +103,6 @@ def run_job(
             from autopipe.predictor.proxy import make_proxy
 
             ledger.proxy_fn = make_proxy(transfer.predictor, transfer.prior, space, meta, spec.seed)
-        # The searcher and the storage folder before Ray: their errors are the user's input.
-        core = make_core(spec, space, meta, prior=transfer.prior)
-        run.storage = storage_path(spec)
-        started = init_ray(spec, address)
-        check_resources(spec)
         searcher = _job_searcher(run, core)
         tuner, done_before = _tuner(run, searcher, previous, parent, exp_id)
         result.prior_top = prior_top(core)

@@ -14,6 +14,7 @@ import yaml
 
 from autopipe.errors import ClusterError
 from autopipe.spec import JobSpec
+from autopipe.tune import address as A
 
 STAGED_SPEC = "job.yaml"
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -72,10 +73,44 @@ def _upload(spec: JobSpec, path: str, field: str, staging: Path, dest: str) -> s
 
 # Seconds `submit` keeps retrying while the cluster says its job agent is not up yet.
 AGENT_WAIT_S = 60.0
+# Seconds `submit` (without --wait) watches a job that has started, so that a cluster whose
+# Python cannot run AutoPipe is one line here, not a FAILED job found later.
+START_WATCH_S = 8.0
+START_GIVE_UP_S = 120.0  # ... and how long it waits for the job to start at all
 
 
 def entrypoint() -> str:
     return f"python -m autopipe tune {STAGED_SPEC} --address auto"
+
+
+def package_dir() -> str:
+    """This AutoPipe's package folder: shipped with every job (``py_modules``), so a cluster
+    whose Python has AutoPipe's dependencies but not AutoPipe itself runs it."""
+    import autopipe
+
+    return str(Path(autopipe.__file__).resolve().parent)
+
+
+def job_api_url(address: str) -> str:
+    """The dashboard URL ``submit --address`` means: ``http(s)://HOST:PORT`` as given, or
+    ``HOST:PORT`` when an HTTP server answers there (anything else is a one-line error: a GCS
+    or Ray Client address is `autopipe tune --address`'s)."""
+    a = A.parse(address)
+    if a.kind in ("auto", "client"):
+        raise ClusterError(
+            f"--address {address}: `autopipe submit` needs the dashboard's Job API address, "
+            "http://HEAD:8265 (auto and ray:// addresses are for `autopipe tune --address`)"
+        )
+    A.check_listening(a)
+    if a.kind == "http":
+        return address.rstrip("/")
+    if not A.speaks_http(a.host, a.port):
+        raise ClusterError(
+            f"--address {address}: no Ray dashboard (Job API) answers over HTTP at "
+            f"{a.hostport}; `autopipe submit` needs the dashboard address, e.g. "
+            "http://HEAD:8265 (HOST:6379 is the GCS, for `autopipe tune --address`)"
+        )
+    return f"http://{a.hostport}"
 
 
 def submit(
@@ -86,19 +121,20 @@ def submit(
     timeout_s: float = 3600.0,
     env: dict[str, str] | None = None,
 ) -> int:
-    from ray.exceptions import RpcError
+    url = job_api_url(address)
+    A.client_env(A.parse(url))  # before Ray is imported: a token, if the user gave one
+    from ray.exceptions import AuthenticationError, RpcError
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    try:
-        client = JobSubmissionClient(address)
-    except (ConnectionError, RuntimeError, ValueError, RpcError) as e:
-        # RpcError: a HOST:PORT without a scheme is taken as a GCS address, and Ray gives up on
-        # an unreachable one after its own timeout
-        raise ClusterError(
-            f"--address {address!r}: cannot reach the Ray Job API ({_first(e)})"
-        ) from None
-    from autopipe.tune.cluster import WORKER_ENV
+    from autopipe.tune.cluster import CONNECT_TIMEOUT_S, WORKER_ENV, auth_hint, within
 
+    what = f"--address {address}: cannot reach the Ray Job API at {url}"
+    try:
+        client = within(CONNECT_TIMEOUT_S, what, lambda: JobSubmissionClient(url))
+    except AuthenticationError:
+        raise ClusterError(f"--address {address}: authentication refused: {auth_hint()}") from None
+    except (ConnectionError, RuntimeError, ValueError, RpcError) as e:
+        raise ClusterError(f"{what} ({_first(e)})") from None
     env_vars: dict[str, Any] = {**WORKER_ENV, **(env or {})}
     with tempfile.TemporaryDirectory(prefix="autopipe-submit-") as d:
         stage(spec, Path(d))
@@ -107,7 +143,11 @@ def submit(
             try:
                 job_id = client.submit_job(
                     entrypoint=entrypoint(),
-                    runtime_env={"working_dir": d, "env_vars": env_vars},
+                    runtime_env={
+                        "working_dir": d,
+                        "py_modules": [package_dir()],
+                        "env_vars": env_vars,
+                    },
                     metadata={"autopipe.job": spec.name, "autopipe.spec": Path(spec_path).name},
                 )
                 break
@@ -117,15 +157,14 @@ def submit(
                 if "try again later" in str(e) and time.time() < give_up:
                     time.sleep(2.0)
                     continue
-                raise ClusterError(
-                    f"submitting {spec_path} to {address} failed: {_first(e)}"
-                ) from None
+                raise ClusterError(f"submitting {spec_path} to {url} failed: {_first(e)}") from None
     print(f"submitted job {spec.name!r} as Ray job {job_id}")
-    print(f"  follow:  ray job logs --follow --address {address} {job_id}")
-    print(f"  status:  ray job status --address {address} {job_id}")
-    print(f"  stop:    ray job stop --address {address} {job_id}")
-    print(f"  dashboard: {address}/#/jobs/{job_id}")
+    print(f"  follow:  ray job logs --follow --address {url} {job_id}")
+    print(f"  status:  ray job status --address {url} {job_id}")
+    print(f"  stop:    ray job stop --address {url} {job_id}")
+    print(f"  dashboard: {url}/#/jobs/{job_id}")
     if not wait:
+        _watch_start(client, job_id, url)
         return 0
     deadline = time.time() + timeout_s
     status = client.get_job_status(job_id)
@@ -138,7 +177,52 @@ def submit(
     logs = client.get_job_logs(job_id)
     print("\n".join(logs.splitlines()[-40:]))
     print(f"job {job_id} {status}")
+    if status == JobStatus.FAILED:
+        _raise_if_environment(logs, url)
     return 0 if status == JobStatus.SUCCEEDED else 1
+
+
+def _watch_start(client: Any, job_id: str, url: str) -> None:
+    """Watch a just-submitted job until it has run :data:`START_WATCH_S` (or ended): a job that
+    fails at once because the cluster's Python lacks AutoPipe's dependencies is a one-line
+    error naming what to install."""
+    from ray.job_submission import JobStatus
+
+    started = None
+    give_up = time.time() + START_GIVE_UP_S
+    while time.time() < give_up:
+        status = client.get_job_status(job_id)
+        if status in (JobStatus.SUCCEEDED, JobStatus.STOPPED):
+            return
+        if status == JobStatus.FAILED:
+            logs = client.get_job_logs(job_id)
+            _raise_if_environment(logs, url)
+            raise ClusterError(
+                f"Ray job {job_id} failed at once: {_last_error(logs)} (ray job logs --address "
+                f"{url} {job_id})"
+            )
+        if status == JobStatus.RUNNING:
+            started = started or time.time()
+            if time.time() - started >= START_WATCH_S:
+                return
+        time.sleep(1.0)
+
+
+def _raise_if_environment(logs: str, url: str) -> None:
+    """A job that died because the cluster's ``python`` cannot import what AutoPipe needs."""
+    last = _last_error(logs)
+    if "ModuleNotFoundError" in last or "No module named" in last:
+        raise ClusterError(
+            f"the cluster at {url} cannot run AutoPipe ({last}): start its Ray head and workers "
+            "from a Python with AutoPipe's dependencies on PATH (pip install autopipe, or the "
+            "image cluster/Dockerfile builds)"
+        )
+
+
+def _last_error(logs: str) -> str:
+    lines = [x.strip() for x in logs.splitlines() if x.strip()]
+    errors = [x for x in lines if "Error" in x or "error:" in x]
+    return (errors or lines or ["no output"])[-1][:300]
 
 
 def _first(e: BaseException) -> str:

@@ -36,7 +36,9 @@ def test_a_taken_dashboard_port_is_retried_then_one_line(monkeypatch, calls) -> 
         raise ValueError(f"Failed to bind to port {kw['dashboard_port']}: already occupied")
 
     monkeypatch.setattr(ray, "init", taken)
-    with pytest.raises(ClusterError, match=r"^could not start the embedded Ray \(Failed to bind"):
+    with pytest.raises(
+        ClusterError, match=r"^could not start the embedded Ray after 3 attempts \(Failed to bind"
+    ):
         cluster.init_ray(SPEC, None)
     # three ports tried, each named to the workers as it was tried
     assert len(calls) == 3
@@ -45,7 +47,34 @@ def test_a_taken_dashboard_port_is_retried_then_one_line(monkeypatch, calls) -> 
         assert kw["runtime_env"]["env_vars"]["RAY_API_SERVER_ADDRESS"].endswith(f":{port}")
 
 
-def test_joining_a_cluster_leaves_its_api_server_alone(calls) -> None:
+def test_a_slow_start_is_retried_and_anything_else_is_one_line(monkeypatch, calls) -> None:
+    def slow_then_up(**kw):
+        calls.append(kw)
+        if len(calls) < 3:  # what Ray raises when a node takes over 30 s to register
+            raise Exception(  # noqa: TRY002 - Ray's own bare Exception
+                "The current node timed out during startup. This could happen because some of "
+                "the raylet failed to startup or the GCS has become overloaded."
+            )
+
+    monkeypatch.setattr(ray, "init", slow_then_up)
+    assert cluster.init_ray(SPEC, None) is True and len(calls) == 3
+
+    def broken(**kw):
+        calls.append(kw)
+        raise OSError("No space left on device\nTraceback (most recent call last): ...")
+
+    calls.clear()
+    monkeypatch.setattr(ray, "init", broken)
+    with pytest.raises(ClusterError) as e:
+        cluster.init_ray(SPEC, None)
+    assert str(e.value) == (
+        "could not start the embedded Ray after 1 attempt (No space left on device)"
+    )
+    assert len(calls) == 1  # not a cause a retry fixes
+
+
+def test_joining_a_cluster_leaves_its_api_server_alone(monkeypatch, calls) -> None:
+    monkeypatch.setattr(cluster, "probe_gcs", lambda address: None)  # no GCS here
     cluster.init_ray(SPEC, "127.0.0.1:6379")
     (kw,) = calls
     # the cluster's own settings decide; nothing local is injected

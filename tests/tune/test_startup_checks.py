@@ -239,26 +239,62 @@ def test_unreachable_address_fails_fast_in_one_line(tmp_path: Path) -> None:
     assert r.returncode == 2, r.stderr[-3000:]
     assert r.stderr.strip() == (
         f"autopipe: error: --address 127.0.0.1:{port}: no Ray cluster reachable "
-        "(connection refused)"
+        f"(nothing listens on 127.0.0.1:{port})"
     )
     assert time.time() - t0 < 60
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_address_probe_only_for_host_port(monkeypatch) -> None:
+def test_address_forms_and_kinds_before_any_probe(monkeypatch) -> None:
     import socket
 
-    def no_connect(*a, **k):
-        raise AssertionError("probed")
+    probed: list[tuple] = []
+
+    def no_connect(addr, *a, **k):
+        probed.append(addr)
+        raise ConnectionRefusedError
 
     monkeypatch.setattr(socket, "create_connection", no_connect)
-    for addr in (None, "", "auto", "local", "ray://127.0.0.1:1", "http://127.0.0.1:1"):
-        cluster.check_address(addr)  # left to ray.init as before
+    for addr in (None, "", "local", "auto"):
+        cluster.check_address(addr)  # embedded, or looked up once Ray can
+    assert probed == []
+    with pytest.raises(ClusterError, match=r"^--address http://h:8265: that is the Ray dashboard"):
+        cluster.check_address("http://h:8265")  # submit's kind of address, named as such
+    with pytest.raises(ClusterError, match=r"^--address 'ftp://h:1': the scheme must be ray://"):
+        cluster.check_address("ftp://h:1")
     with pytest.raises(
         ClusterError,
         match=re.escape("--address 127.0.0.1:abc: the port must be a number in 1..65535"),
     ):
         cluster.check_address("127.0.0.1:abc")
+    assert probed == []
+    with pytest.raises(ClusterError, match=r"nothing listens on 127\.0\.0\.1:10001\)$"):
+        cluster.check_address("ray://127.0.0.1:10001")  # a Ray Client address is probed too
+    assert probed == [("127.0.0.1", 10001)]
+
+
+def test_http_servers_are_told_from_grpc_ones() -> None:
+    import http.server
+    import socket
+    import threading
+
+    from autopipe.tune import address as A
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=srv.handle_request, daemon=True).start()
+    assert A.speaks_http("127.0.0.1", srv.server_address[1])  # answers 501: HTTP all the same
+    srv.server_close()
+    with socket.socket() as grpc_like:  # accepts, then closes without an HTTP status line
+        grpc_like.bind(("127.0.0.1", 0))
+        grpc_like.listen(1)
+
+        def hang_up() -> None:
+            conn, _ = grpc_like.accept()
+            conn.recv(64)
+            conn.close()
+
+        threading.Thread(target=hang_up, daemon=True).start()
+        assert not A.speaks_http("127.0.0.1", grpc_like.getsockname()[1])
 
 
 def test_address_probe_timeout_is_one_line(monkeypatch) -> None:
@@ -275,9 +311,12 @@ def test_address_probe_timeout_is_one_line(monkeypatch) -> None:
         cluster.check_address("10.0.0.9:6379")
 
 
-def test_reachable_address_passes() -> None:
+def test_reachable_address_passes(monkeypatch) -> None:
     import socket
 
+    from autopipe.tune import address as A
+
+    monkeypatch.setattr(A, "speaks_http", lambda host, port: False)  # a GCS speaks gRPC
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", 0))
         srv.listen(1)
@@ -363,6 +402,8 @@ def test_resume_with_nothing_to_resume_is_one_line(tmp_path: Path, state: str) -
         t.end_run(run, "FINISHED")
     r = run_cli("tune", str(spec), "--quiet", "--resume", timeout=120)
     assert r.returncode == 2
+    if state == "none":  # nothing to resume: nothing created either
+        assert MlflowClient(store).get_experiment_by_name("nothing") is None
     assert r.stderr.strip().splitlines() == [
         f"autopipe: error: --resume: job 'nothing' has no unfinished run with a restorable Ray "
         f"Tune experiment in the tracking store at {store}"
