@@ -1,5 +1,10 @@
 """Ray Tune callback that mirrors every trial into MLflow: a child run per trial with its
-configuration as params, every report as a step series, and its final status as a tag."""
+configuration as params, every report as a step series, and its final status as a tag.
+
+Each metric step is logged once, with one value: reports of one step (a stage boundary reports
+the step its stage's last log reported, the final report the step of the last RL log) are merged,
+the later value winning, and logged when the trial moves past that step or ends; a step a trial
+reports again after a restart (a retried worker, ``--resume``) is not logged a second time."""
 
 from __future__ import annotations
 
@@ -71,6 +76,7 @@ class MLflowTrialCallback(Callback):
         self._seen: set[str] = set()
         self._reconcile_pending = False
         self._reconciled = False  # the restored Tune trials were matched with MLflow
+        self._pending: dict[str, tuple[int, dict[str, Any]]] = {}  # trial -> step not yet logged
 
     def _run(self, trial: Any) -> str:
         rid = self.runs.get(trial.trial_id)
@@ -173,12 +179,32 @@ class MLflowTrialCallback(Callback):
     def _log_result(self, trial: Any, result: dict) -> None:
         if trial.trial_id in self.done:
             return  # ended before a resume: MLflow already holds its whole record
-        rid = self._run(trial)
+        self._run(trial)
         step = int(result.get(M.GLOBAL_STEP, result.get("training_iteration", 0)))
-        # A resumed trial reports again from its last checkpoint: skip what MLflow already has.
-        floor = self.logged_steps.get(trial.trial_id, {})
-        values = {k: result[k] for k in LOGGED if k in result and step > floor.get(k, -1)}
-        self.tracker.log_metrics(rid, values, step)
+        self._merge(trial.trial_id, step, {k: result[k] for k in LOGGED if k in result})
+
+    def _merge(self, tid: str, step: int, values: dict[str, Any]) -> None:
+        """Add ``values`` to the trial's pending step; a new step logs the pending one first."""
+        pending = self._pending.get(tid)
+        if pending is not None and pending[0] == step:
+            pending[1].update(values)  # the same step reported again: the later value wins
+            return
+        self._flush(tid)
+        self._pending[tid] = (step, dict(values))
+
+    def _flush(self, tid: str) -> None:
+        """Log the trial's pending step, leaving out what MLflow already holds at that step or
+        later (a trial restarted from a checkpoint reports earlier steps again)."""
+        pending = self._pending.pop(tid, None)
+        rid = self.runs.get(tid)
+        if pending is None or rid is None:
+            return
+        step, values = pending
+        floor = self.logged_steps.setdefault(tid, {})
+        keep = {k: v for k, v in values.items() if step > floor.get(k, -1)}
+        if keep:
+            self.tracker.log_metrics(rid, keep, step)
+            floor.update(dict.fromkeys(keep, step))
 
     def _finish(self, trial: Any, errored: bool, reason: str | None = None) -> None:
         if trial.trial_id in self.done:  # ended before a resume: its MLflow record is final
@@ -190,15 +216,17 @@ class MLflowTrialCallback(Callback):
         if rec is not None and rec.status is not None and not errored:
             status = rec.status  # decided by the scheduler (early stop, divergence)
             reason = reason or rec.reason
+        step = int((result or {}).get(M.GLOBAL_STEP, 0))
+        final: dict[str, Any] = {}
         if rec is not None and rec.proxy is not None:
-            self.tracker.log_metrics(
-                rid,
-                {
-                    M.PROXY: rec.proxy,
-                    **({M.PROXY_VAR: rec.proxy_var} if rec.proxy_var is not None else {}),
-                },
-                int((result or {}).get(M.GLOBAL_STEP, 0)),
-            )
+            final[M.PROXY] = rec.proxy
+            if rec.proxy_var is not None:
+                final[M.PROXY_VAR] = rec.proxy_var
+        cost = (result or {}).get(M.COST_S)
+        if isinstance(cost, (int, float)) and math.isfinite(cost):
+            final[M.COST_S] = cost
+        self._merge(trial.trial_id, step, final)
+        self._flush(trial.trial_id)
         tags = {
             M.TAG_STATUS: status,
             M.TAG_FIDELITY: f"{float((result or {}).get(M.FRACTION, 0.0)):.4f}",
@@ -206,11 +234,6 @@ class MLflowTrialCallback(Callback):
         reason = reason or (result or {}).get(M.FAILURE_REASON)
         if status == M.STATUS_FAILED and reason:
             tags[M.TAG_FAILURE] = str(reason)[:1000]
-        cost = (result or {}).get(M.COST_S)
-        if isinstance(cost, (int, float)) and math.isfinite(cost):
-            self.tracker.log_metrics(
-                rid, {M.COST_S: cost}, int((result or {}).get(M.GLOBAL_STEP, 0))
-            )
         self.tracker.set_tags(rid, tags)
         self.tracker.end_run(rid, "FAILED" if status == M.STATUS_FAILED else "FINISHED")
         self.status[trial.trial_id] = status

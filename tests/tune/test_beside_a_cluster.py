@@ -28,6 +28,7 @@ from autopipe import metrics as M
 from autopipe.tracking import Tracker
 from autopipe.tracking.best import read_best
 from tests.fixtures.jobs import (
+    assert_each_step_logged_once,
     job_runs,
     plain_python,
     ray_head,
@@ -79,8 +80,9 @@ def test_submit_runs_the_job_on_the_cluster(head, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert "submitted job 'submitted' as Ray job" in r.stdout
     assert "SUCCEEDED" in r.stdout
-    _, trials = job_runs(store, "submitted")
+    parents, trials = job_runs(store, "submitted")
     assert len(trials) == 1 and trials[0].data.tags[M.TAG_STATUS] == M.STATUS_COMPLETED
+    assert assert_each_step_logged_once(store, [*parents, *trials]) > 10
 
 
 def test_early_stop_and_promotion_beside_another_ray(head, tmp_path: Path) -> None:
@@ -150,6 +152,9 @@ def test_early_stop_and_promotion_beside_another_ray(head, tmp_path: Path) -> No
         float(winners[best["mlflow_run_id"]].data.tags[M.TAG_COST_SAVED]), abs=0.01
     )  # the winner's own saved prefix, not the job's total
     assert best["config"]["sft.steps"] == SFT_STEPS  # the whole configuration, constants too
+    # each metric step of every run, promoted ones included, was logged once with one value
+    parents, _ = job_runs(store, "promo")
+    assert assert_each_step_logged_once(store, [*parents, *trials]) > 5 * 10
 
 
 # ------------------------------------------------------------------ reaching the cluster

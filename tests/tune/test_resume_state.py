@@ -76,15 +76,20 @@ def test_callback_skips_logged_steps_and_final_records() -> None:
     cb.on_trial_result(0, [], trial, {M.GLOBAL_STEP: 24, M.ACCURACY_AFTER_SFT: 0.4})
     cb.on_trial_result(0, [], trial, {M.GLOBAL_STEP: 25, M.TRAIN_LOSS: 1.0, M.KL: 0.1})
     cb.on_trial_result(0, [], trial, {M.GLOBAL_STEP: 27, M.TRAIN_LOSS: 0.9, M.KL: 0.2})
+    # the final report is at the step of the last RL log: one step, the later value winning
+    cb.on_trial_result(0, [], trial, {M.GLOBAL_STEP: 27, M.OBJECTIVE: 0.3, M.COST_S: 9.0})
     assert tracker.metrics == [
         ("r1", {M.ACCURACY_AFTER_SFT: 0.4}, 24),  # not logged before: kept
         ("r1", {M.TRAIN_LOSS: 1.0}, 25),  # KL at 25 was logged before the kill
-        ("r1", {M.TRAIN_LOSS: 0.9, M.KL: 0.2}, 27),
+    ]  # step 27 waits for the trial to move on or end
+    cb.on_trial_complete(0, [], trial)
+    assert tracker.metrics[2:] == [
+        ("r1", {M.TRAIN_LOSS: 0.9, M.KL: 0.2, M.OBJECTIVE: 0.3, M.COST_S: 9.0}, 27)
     ]
     # A trial that ended before the resume is replayed to Tune but its run is not touched.
     old = SimpleNamespace(trial_id="old", config={}, last_result={})
     cb.on_trial_complete(0, [], old)
-    assert tracker.ended == [] and cb.status["old"] == M.STATUS_COMPLETED
+    assert tracker.ended == ["r1"] and cb.status["old"] == M.STATUS_COMPLETED  # r2 untouched
     replay = replay_result(TrialRun("old", "r2", M.STATUS_COMPLETED, {M.OBJECTIVE: 0.5}, {"x": 36}))
     assert replay[M.STAGE] == "done" and replay[M.GLOBAL_STEP] == 36
 
