@@ -118,7 +118,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if no_trial_finished(res):
         n = len(res.statuses)
         counts = Counter(res.statuses.values())
-        if not n:
+        if res.stopped:
+            what = (
+                f"the first {res.stopped_after} trials all failed with the same error "
+                f"({res.stopped}), so the job stopped instead of running its whole budget"
+            )
+        elif not n:
             what = "no trial ran"
         elif counts.get(M.STATUS_FAILED, 0) == n:
             what = f"all {n} trials failed"

@@ -16,6 +16,7 @@ from ray.tune import Callback
 
 from autopipe import metrics as M
 from autopipe.errors import TrackingError
+from autopipe.scheduling.failfast import Outcome
 from autopipe.scheduling.ledger import Ledger
 from autopipe.tracking import Tracker
 
@@ -77,6 +78,8 @@ class MLflowTrialCallback(Callback):
         self._reconcile_pending = False
         self._reconciled = False  # the restored Tune trials were matched with MLflow
         self._pending: dict[str, tuple[int, dict[str, Any]]] = {}  # trial -> step not yet logged
+        self.outcomes: list[Outcome] = []  # trials that ended in this execution, in that order
+        self.stopping = False  # the run is being stopped as a whole (autopipe.tune.stopper)
 
     def _run(self, trial: Any) -> str:
         rid = self.runs.get(trial.trial_id)
@@ -213,9 +216,13 @@ class MLflowTrialCallback(Callback):
         result = self.last.get(trial.trial_id) or trial.last_result or None
         rec = self.ledger.trials.get(trial.trial_id)
         status = trial_status(result, errored)
+        by_rule = False
         if rec is not None and rec.status is not None and not errored:
             status = rec.status  # decided by the scheduler (early stop, divergence)
             reason = reason or rec.reason
+            by_rule = status == M.STATUS_FAILED
+        elif self.stopping and status == M.STATUS_EARLY_STOPPED:
+            status = M.STATUS_KILLED  # stopped with the whole run, not at its early point
         step = int((result or {}).get(M.GLOBAL_STEP, 0))
         final: dict[str, Any] = {}
         if rec is not None and rec.proxy is not None:
@@ -235,8 +242,11 @@ class MLflowTrialCallback(Callback):
         if status == M.STATUS_FAILED and reason:
             tags[M.TAG_FAILURE] = str(reason)[:1000]
         self.tracker.set_tags(rid, tags)
-        self.tracker.end_run(rid, "FAILED" if status == M.STATUS_FAILED else "FINISHED")
+        end = {M.STATUS_FAILED: "FAILED", M.STATUS_KILLED: "KILLED"}.get(status, "FINISHED")
+        self.tracker.end_run(rid, end)
         self.status[trial.trial_id] = status
+        failure = str(reason or "").strip().splitlines()[0][:1000] if reason else ""
+        self.outcomes.append(Outcome(trial.trial_id, status, failure, by_rule))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._safe(self._finish, trial, False)

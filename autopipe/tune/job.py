@@ -43,6 +43,7 @@ class JobRun:
     storage: str = ""
     run_name: str = ""
     verbose: int = 1
+    stopper: Any = None  # autopipe.tune.stopper.SameFailureStopper
 
 
 def run_job(
@@ -108,7 +109,15 @@ def run_job(
         result.prior_top = prior_top(core)
         grid = tuner.fit()
         result.experiment_path = grid.experiment_path
-        if spec.budget.early_stop_fraction < 1.0 and not _unfinished(callback, tracker):
+        if run.stopper is not None and run.stopper.reason:
+            result.stopped = run.stopper.reason
+            result.stopped_after = run.stopper.n_failed
+            log.error(
+                "stopping the job: its first %d trials all failed with the same error (%s)",
+                result.stopped_after,
+                result.stopped,
+            )
+        elif spec.budget.early_stop_fraction < 1.0 and not _unfinished(callback, tracker):
             from autopipe.tune.promotion import promote
 
             promote(run, core, result, done_before)
@@ -209,6 +218,7 @@ def _tuner(
     from autopipe.scheduling.policy import StopRules
     from autopipe.tune.resume import load_trials, promotions_done, replay_result
     from autopipe.tune.scheduler import AutoPipeScheduler
+    from autopipe.tune.stopper import SameFailureStopper
 
     spec, space, tracker, callback = run.spec, run.space, run.tracker, run.callback
     rules = StopRules(
@@ -226,6 +236,7 @@ def _tuner(
         num_samples=spec.budget.max_trials,
         max_concurrent_trials=spec.budget.max_concurrent,
     )
+    run.stopper = SameFailureStopper(callback, spec.budget.max_trials)
     if previous is None:
         run.run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         tracker.set_tags(parent, {M.TAG_TUNE_PATH: _join(run.storage, run.run_name)})
@@ -236,6 +247,7 @@ def _tuner(
                 name=run.run_name,
                 storage_path=run.storage,
                 callbacks=[callback],
+                stop=run.stopper,
                 verbose=run.verbose,
             ),
         )
@@ -253,7 +265,7 @@ def _tuner(
         resume_unfinished=True,
         resume_errored=False,
     )
-    _reattach(tuner, tune_config, [callback], run.verbose)
+    _reattach(tuner, tune_config, [callback], run.verbose, run.stopper)
     return tuner, done_before
 
 
@@ -268,10 +280,13 @@ def _finish(run: JobRun, result: JobResult, searcher: Any, resumed: bool, errore
     for t in open_trials:
         callback.status[t] = M.STATUS_KILLED
     n_search = len([t for t in callback.status if t not in result.promoted])
-    ended_by_itself = n_search >= min(spec.budget.max_trials, space_size(run.space)) or (
-        searcher is not None and (searcher.finished_by_budget or searcher.exhausted)
+    ended_by_itself = (
+        n_search >= min(spec.budget.max_trials, space_size(run.space))
+        or (searcher is not None and (searcher.finished_by_budget or searcher.exhausted))
+        or bool(result.stopped)
     )
-    result.interrupted = bool(open_trials) or not ended_by_itself
+    # trials still open when the run was stopped for repeating one error were stopped with it
+    result.interrupted = (bool(open_trials) and not result.stopped) or not ended_by_itself
     try:
         # Close the child runs the callback could not finish (Ctrl-C), then summarise.
         for t in open_trials:
@@ -374,7 +389,9 @@ def _check_same_spec(tracker: Tracker, parent: str, spec: JobSpec) -> None:
         )
 
 
-def _reattach(tuner: Any, tune_config: Any, callbacks: list[Any], verbose: int) -> None:
+def _reattach(
+    tuner: Any, tune_config: Any, callbacks: list[Any], verbose: int, stopper: Any = None
+) -> None:
     """Give a restored Tuner this execution's searcher, scheduler and callbacks.
 
     ``Tuner.restore`` unpickles the ones the first execution started with: empty, and bound to
@@ -392,6 +409,7 @@ def _reattach(tuner: Any, tune_config: Any, callbacks: list[Any], verbose: int) 
     internal._tune_config = tune_config
     internal._run_config.callbacks = callbacks
     internal._run_config.verbose = verbose
+    internal._run_config.stop = stopper
 
 
 def _unfinished(callback: Any, tracker: Tracker) -> list[str]:
