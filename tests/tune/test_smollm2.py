@@ -20,7 +20,7 @@ def test_pubmedqa_smollm2_one_short_trial(tmp_path: Path, shared_dir: Path) -> N
     smollm2_gguf_path()  # the package is installed by `make test`; fail loudly if it is not
     spec = yaml.safe_load((REPO / "jobs" / "pubmedqa-smollm2.yaml").read_text())
     spec["dataset"]["path"] = str(shared_dir / "data" / "pubmedqa" / "ori_pqal.json")
-    spec["dataset"].update(n_train=16, n_rl=8, n_eval=8)
+    spec["dataset"].update(n_train=16, n_rl=8, n_eval=8, min_eval=8)
     spec["space"] = {
         "sft": {"lr": 5.0e-5, "steps": 3, "batch_size": 4},
         "rl": {

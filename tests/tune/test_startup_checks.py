@@ -171,10 +171,11 @@ def test_tune_rejects_them_before_ray_and_mlflow(tmp_path: Path) -> None:
 def test_a_good_spec_still_validates_without_side_effects(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "data.jsonl").write_text('{"prompt": "a", "answer": "b"}\n')
+    rows = "".join(f'{{"prompt": "{i}+1=", "answer": "{i + 1}"}}\n' for i in range(300))
+    (tmp_path / "data.jsonl").write_text(rows)
     p = _write(
         tmp_path,
-        dataset={"path": "data.jsonl"},
+        dataset={"path": "data.jsonl", "n_train": 100, "n_rl": 20, "n_eval": 50},
         storage="not/yet/ray",
         search={"algorithm": "random", "options": {"candidates": [{"sft.lr": 1e-4}]}},
         space={"sft": {"lr": {"values": [1e-4, 1e-3]}, "steps": 20}, "rl": None},
