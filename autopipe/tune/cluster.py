@@ -5,14 +5,17 @@ address where nothing listens, a trial no node can host). It starts no trial."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from autopipe.errors import ClusterError, one_line
 from autopipe.spec import JobSpec
+from autopipe.tracking import data_dir
 from autopipe.tune import address as A
 
 log = logging.getLogger(__name__)
@@ -122,6 +125,7 @@ def init_ray(spec: JobSpec, address: str | None) -> bool:
     # Embedded: everything on loopback (see local_ray_env), no token auth for a single-user
     # local instance.
     local_ray_env()
+    clean_stale_sessions()
     # Ray Train's PlacementGroupCleaner (and any State API call in a worker) finds "its" cluster
     # by auto-detection, which fails when another Ray runs on this machine (e.g. a history
     # generation beside the demo): the cleaner then dies, every early-stopped trial leaks its
@@ -144,6 +148,7 @@ def init_ray(spec: JobSpec, address: str | None) -> bool:
                 configure_logging=True,
                 _node_ip_address="127.0.0.1",
             )
+            _record_session()
             return True
         except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception on a slow start-up
             if ray.is_initialized():
@@ -360,7 +365,6 @@ def ray_session(spec: JobSpec, address: str | None = None) -> Iterator[None]:
     """Ray for several jobs in a row (the history generator): connected or started once, the
     resources checked, and shut down at the end if this call started it (``run_job`` leaves a
     Ray it did not start running)."""
-    import ray
 
     started = init_ray(spec, address)
     try:
@@ -368,4 +372,121 @@ def ray_session(spec: JobSpec, address: str | None = None) -> Iterator[None]:
         yield
     finally:
         if started:
-            ray.shutdown()
+            shutdown_ray()
+
+
+# ---------------------------------------------------------------- embedded Rays left behind
+# An embedded Ray belongs to its driver; when the driver is SIGKILLed (or its machine session
+# ends) Ray's agents outlive it for about a minute and hold their ports. Each driver records its
+# Ray's session here; the next embedded start kills what a dead driver left.
+def _sessions_dir() -> Path:
+    return data_dir() / "ray_sessions"
+
+
+def _proc_start(pid: int) -> str | None:
+    """A process's start time (field 22 of /proc/PID/stat), to tell a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _record_session() -> None:
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    if node is None or not Path("/proc").is_dir():
+        return
+    me = os.getpid()
+    record = {"pid": me, "start": _proc_start(me), "session_dir": node.get_session_dir_path()}
+    try:
+        _sessions_dir().mkdir(parents=True, exist_ok=True)
+        (_sessions_dir() / f"{me}.json").write_text(json.dumps(record))
+    except OSError as e:  # a read-only data dir: nothing to clean up after, nothing else lost
+        log.debug("cannot record the embedded Ray's session: %s", e)
+
+
+def shutdown_ray() -> None:
+    """``ray.shutdown()`` of the embedded Ray this process started, and its session record."""
+    import ray
+
+    ray.shutdown()
+    with contextlib.suppress(OSError):
+        (_sessions_dir() / f"{os.getpid()}.json").unlink()
+
+
+def clean_stale_sessions() -> int:
+    """Kill the processes of embedded Rays whose driver is gone; returns how many were killed."""
+    killed = 0
+    for f in sorted(_sessions_dir().glob("*.json")) if _sessions_dir().is_dir() else []:
+        try:
+            record = json.loads(f.read_text())
+            pid, start, session = int(record["pid"]), record["start"], str(record["session_dir"])
+        except (OSError, ValueError, KeyError, TypeError):
+            with contextlib.suppress(OSError):
+                f.unlink()
+            continue
+        if pid == os.getpid() or (_proc_start(pid) is not None and _proc_start(pid) == start):
+            continue  # its driver runs (another job on this machine)
+        n = _kill_session(session)
+        killed += n
+        if n:
+            log.warning(
+                "killed %d Ray process%s left by a job whose driver died (pid %d, %s)",
+                n,
+                "es" * (n != 1),
+                pid,
+                session,
+            )
+        with contextlib.suppress(OSError):
+            f.unlink()
+    return killed
+
+
+def session_processes(session_dir: str) -> set[int]:
+    """The processes of a Ray session: those named after it on their command line, those with a
+    file open in it (agents and workers rename themselves: ray::DashboardAgent), and their
+    descendants; this process excluded."""
+    name = os.path.basename(session_dir.rstrip("/"))
+    if not name.startswith("session_") or not Path("/proc").is_dir():
+        return set()
+    parents: dict[int, int] = {}
+    found: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+                parents[pid] = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if name.encode() in f.read():
+                    found.add(pid)
+                    continue
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(session_dir):
+                        found.add(pid)
+                        break
+        except (OSError, ValueError, IndexError):
+            continue
+    grew = True
+    while grew:  # and everything below them
+        more = {p for p, pp in parents.items() if pp in found and p not in found}
+        found |= more
+        grew = bool(more)
+    found.discard(os.getpid())
+    return found
+
+
+def _kill_session(session_dir: str) -> int:
+    """SIGKILL every process of a Ray session; returns how many."""
+    import signal
+
+    n = 0
+    for pid in session_processes(session_dir):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+            n += 1
+    return n

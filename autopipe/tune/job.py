@@ -22,7 +22,7 @@ from autopipe.errors import ClusterError, SpecError, TrackingError
 from autopipe.history.transfer import load_transfer
 from autopipe.spec import JobSpec, parse_spec, preflight
 from autopipe.tracking import Tracker, data_dir
-from autopipe.tune.cluster import check_address, check_resources, init_ray
+from autopipe.tune.cluster import check_address, check_resources, init_ray, shutdown_ray
 from autopipe.tune.summary import JobResult, prior_top, space_size, summarise
 from autopipe.tune.trainable import make_trainable, storage_path
 
@@ -44,6 +44,7 @@ class JobRun:
     run_name: str = ""
     verbose: int = 1
     stopper: Any = None  # autopipe.tune.stopper.SameFailureStopper
+    restored: str = ""  # --resume: what the previous execution left (restored_line)
 
 
 def run_job(
@@ -83,9 +84,7 @@ def run_job(
         exp_id, parent = _open_parent_run(tracker, spec, previous, common_tags)
     except BaseException:
         if started:
-            import ray
-
-            ray.shutdown()
+            shutdown_ray()
         raise
     result = JobResult(spec.name, exp_id, parent, tracker.uri, None, None, None)
     ledger = Ledger()
@@ -107,6 +106,7 @@ def run_job(
         searcher = _job_searcher(run, core)
         tuner, done_before = _tuner(run, searcher, previous, parent, exp_id)
         result.prior_top = prior_top(core)
+        result.restored = run.restored
         grid = tuner.fit()
         result.experiment_path = grid.experiment_path
         if run.stopper is not None and run.stopper.reason:
@@ -129,9 +129,7 @@ def run_job(
             _finish(run, result, searcher, resumed=previous is not None, errored=errored)
         finally:
             if started:
-                import ray
-
-                ray.shutdown()
+                shutdown_ray()
             result.wall_s = time.time() - t0
             result.parent_run_id = tracker.resolve(parent)  # a placeholder during an outage
     return result
@@ -256,6 +254,8 @@ def _tuner(
     trials = load_trials(tracker, parent, exp_id)
     callback.resume_from(trials)
     done_before, promoted_cfgs = promotions_done(trials, space)
+    run.restored = restored_line(trials, spec.budget.max_trials, parent)
+    print(run.restored, flush=True)
     for tid, cfg in promoted_cfgs.items():
         callback.configs.setdefault(tid, cfg)
     replay = {t: replay_result(r) for t, r in trials.items() if r.done}
@@ -267,6 +267,22 @@ def _tuner(
     )
     _reattach(tuner, tune_config, [callback], run.verbose, run.stopper)
     return tuner, done_before
+
+
+def restored_line(trials: dict[str, Any], max_trials: int, parent: str) -> str:
+    """What ``--resume`` found of the previous execution: trials finished (not run again),
+    unfinished ones (restarted from their last checkpoints) and those not yet proposed."""
+    search = [t for t in trials.values() if not t.promoted_from]
+    done = sum(t.done for t in search)
+    restart = len(search) - done
+    promoted = sum(bool(t.promoted_from) and t.done for t in trials.values())
+    pending = max(0, max_trials - len(search))
+    line = (
+        f"--resume: run {parent}: {done} trial{'s' * (done != 1)} finished (not run again), "
+        f"{restart} restarted from {'their' if restart != 1 else 'its'} last checkpoint"
+        f"{'s' * (restart != 1)}, {pending} not yet proposed"
+    )
+    return line + (f"; {promoted} promotion{'s' * (promoted != 1)} finished" if promoted else "")
 
 
 def _finish(run: JobRun, result: JobResult, searcher: Any, resumed: bool, errored: bool) -> None:

@@ -34,6 +34,7 @@ class JobResult:
     saved_by: dict[str, float] = field(default_factory=dict)  # promoted trial -> its saved prefix
     prior_top: dict[str, Any] | None = None  # the prior's top-ranked candidate (with a prior)
     transfer: list[str] = field(default_factory=list)  # how the prior/predictor were obtained
+    restored: str = ""  # --resume: what the previous execution left, as the job printed it
     stopped: str = ""  # the error the job's first trials all failed with, if that stopped it
     stopped_after: int = 0  # how many trials had failed with it
 
@@ -118,6 +119,8 @@ def format_summary(res: JobResult) -> str:
         + (" (interrupted)" if res.interrupted else ""),
         f"MLflow: {res.tracking_uri} experiment {res.experiment_id} run {res.parent_run_id}",
     ]
+    if res.restored:
+        lines.append(res.restored)
     if res.stopped:
         lines.append(
             f"stopped early: the first {res.stopped_after} trials all failed with the same error: "

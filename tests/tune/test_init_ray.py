@@ -80,3 +80,10 @@ def test_joining_a_cluster_leaves_its_api_server_alone(monkeypatch, calls) -> No
     # the cluster's own settings decide; nothing local is injected
     assert "RAY_API_SERVER_ADDRESS" not in kw["runtime_env"]["env_vars"]
     assert "dashboard_port" not in kw
+
+
+def test_an_embedded_start_first_cleans_up_after_killed_drivers(monkeypatch, calls) -> None:
+    cleaned: list[bool] = []
+    monkeypatch.setattr(cluster, "clean_stale_sessions", lambda: cleaned.append(True) or 0)
+    cluster.init_ray(SPEC, None)
+    assert cleaned == [True] and len(calls) == 1  # before ray.init (tests/tune/test_stale_ray.py)
