@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from autopipe import metrics as M
 from autopipe.errors import TrackingError
-from autopipe.tracking.store import first_line, open_client, resolve_uri
+from autopipe.tracking.store import auth_refusal, first_line, open_client, resolve_uri
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -107,6 +107,9 @@ class Tracker:
                 return fn()
             except (MlflowException, OSError, ConnectionError) as e:
                 msg = f"MLflow at {self.uri}: {what} failed: {first_line(e)}"
+                refused = auth_refusal(e, self.uri)
+                if refused:  # credentials do not get better by retrying
+                    raise TrackingError(f"{refused} ({what})") from None
                 if _is_client_error(e):
                     raise TrackingError(msg) from None
                 if attempt == retries:
@@ -197,8 +200,9 @@ class Tracker:
         try:
             self.client.search_experiments(max_results=1)
         except (MlflowException, OSError, ConnectionError) as e:
+            refused = auth_refusal(e, self.uri)
             raise TrackingError(
-                f"tracking.uri {self.uri!r} cannot be reached: {first_line(e)}"
+                refused or f"tracking.uri {self.uri!r} cannot be reached: {first_line(e)}"
             ) from None
 
     def experiment_id(self, name: str, create: bool = True) -> str:

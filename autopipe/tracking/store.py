@@ -98,3 +98,28 @@ def _probe_http(uri: str, timeout_s: float = 10.0) -> None:
 def first_line(e: BaseException) -> str:
     s = str(e).strip().splitlines()
     return s[0][:300] if s else type(e).__name__
+
+
+def auth_refusal(e: BaseException, uri: str) -> str | None:
+    """The one line for a tracking server that refused this client (HTTP 401 or 403), naming
+    what to set; ``None`` for any other error."""
+    text = str(e)
+    code = next((c for c in ("401", "403") if f"error code {c}" in text), None)
+    if code is None:
+        return None
+    has = os.environ.get("MLFLOW_TRACKING_USERNAME") or os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if code == "403":
+        return (
+            f"tracking.uri {uri!r} refused this client (HTTP 403): the user in "
+            "MLFLOW_TRACKING_USERNAME may not write there; give it EDIT permission on the "
+            "experiment, or use another user"
+        )
+    if has:
+        return (
+            f"tracking.uri {uri!r} refused the credentials (HTTP 401): check "
+            "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+        )
+    return (
+        f"tracking.uri {uri!r} requires credentials (HTTP 401): set MLFLOW_TRACKING_USERNAME "
+        "and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+    )

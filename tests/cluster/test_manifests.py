@@ -463,3 +463,82 @@ def test_dockerfile_builds_autopipe_on_matching_ray() -> None:
     env = " ".join(a for k, a in instructions if k == "ENV")
     assert "MLFLOW_DISABLE_TELEMETRY=true" in env
     assert "TORCH_EXTENSIONS_DIR=" in env
+
+
+# --------------------------------------------------------------------------------------------
+# Who may reach the cluster and the tracking server
+# --------------------------------------------------------------------------------------------
+
+
+def _secret_ref(container: Doc, name: str) -> str | None:
+    """The Secret an env variable of ``container`` comes from (None: absent or a literal)."""
+    for e in container.get("env", []):
+        if e["name"] == name:
+            ref = (e.get("valueFrom") or {}).get("secretKeyRef") or {}
+            return ref.get("name")
+    return None
+
+
+def _ray_containers(kind_doc: Doc) -> list[tuple[str, Doc]]:
+    """Every container that talks to Ray in a RayCluster or RayJob: head, workers, the
+    autoscaler (its options' env) and a RayJob's submitter."""
+    spec = kind_doc["spec"].get("rayClusterSpec", kind_doc["spec"])
+    out = [(f"{c['name']}", c) for pod in _pod_specs(spec) for c in pod["containers"]]
+    out.append(("autoscaler", spec.get("autoscalerOptions", {})))
+    submitter = kind_doc["spec"].get("submitterPodTemplate")
+    if submitter:
+        out += [(c["name"], c) for c in submitter["spec"]["containers"]]
+    return out
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        pytest.param(d, id=d["metadata"]["name"])
+        for d in _of_kind("RayCluster") + _of_kind("RayJob")
+    ],
+)
+def test_ray_token_authentication_is_on_with_the_token_from_a_secret(doc: Doc) -> None:
+    for name, c in _ray_containers(doc):
+        env = _env(c)
+        assert env.get("RAY_AUTH_MODE") == "token", name
+        assert _secret_ref(c, "RAY_AUTH_TOKEN") == "autopipe-ray-token", name
+        assert "RAY_AUTH_TOKEN" in env and env["RAY_AUTH_TOKEN"] is None, name  # never a literal
+
+
+@pytest.mark.parametrize(("name", "spec"), [pytest.param(n, s, id=n) for n, s in _cluster_specs()])
+def test_ray_pods_log_to_mlflow_with_credentials_from_a_secret(name: str, spec: Doc) -> None:
+    for pod in _pod_specs(spec):
+        for c in pod["containers"]:
+            for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+                assert _secret_ref(c, var) == "autopipe-mlflow-auth", (name, c["name"], var)
+
+
+def test_mlflow_runs_its_basic_auth_app_with_the_admin_from_a_secret() -> None:
+    (deploy,) = [d for d in _of_kind("Deployment") if d["metadata"]["name"] == "autopipe-mlflow"]
+    (c,) = [c for c in deploy["spec"]["template"]["spec"]["containers"] if c["name"] == "mlflow"]
+    script = " ".join(c.get("command", []) + c.get("args", []))
+    assert "mlflow server --app-name basic-auth" in script
+    assert "MLFLOW_AUTH_CONFIG_PATH" in _env(c)
+    for var in ("MLFLOW_ADMIN_USERNAME", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert _secret_ref(c, var) == "autopipe-mlflow-auth", var
+
+
+def test_no_manifest_holds_a_secret_value() -> None:
+    for path in sorted((REPO / "cluster").glob("*.yaml")):
+        for doc in _docs(path):
+            text = json.dumps(doc)
+            for key in ("RAY_AUTH_TOKEN", "PASSWORD", "SECRET_KEY"):
+                for m in re.finditer(rf'"name": "[A-Z_]*{key}[A-Z_]*", "value"', text):
+                    raise AssertionError(f"{path.name}: a literal value for {m.group(0)}")
+
+
+def test_cluster_launcher_turns_token_auth_on_from_a_file_outside_the_repo() -> None:
+    cfg = _launcher()
+    for cmds in (cfg["head_start_ray_commands"], cfg["worker_start_ray_commands"]):
+        start = [c for c in cmds if "ray start" in c]
+        assert start and all(
+            "RAY_AUTH_MODE=token" in c and "RAY_AUTH_TOKEN_PATH=" in c for c in start
+        )
+    ((remote, local),) = cfg["file_mounts"].items()
+    assert remote.endswith("ray-token") and local.startswith("~/"), (remote, local)

@@ -10,9 +10,12 @@ mid-job. The tests below read its console and its MLflow record; each names what
 - 0.004: its worker dies on every attempt -> failed once the retry is spent, the job goes on
 - 0.005: a plain trial -> completed
 
-The MLflow server is SIGKILLed at the first trial report and restarted on the same port and
-store at least 30 s later, once Ray Tune has recorded a result since: nothing reported may be
-missing from MLflow afterwards.
+The MLflow server runs MLflow's basic-auth app (as cluster/mlflow.yaml deploys it): the job
+logs with the credentials in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, and a job
+without them, or with wrong ones, ends in one line before anything starts. The server is
+SIGKILLed at the first trial report and restarted on the same port and store at least 30 s
+later, once Ray Tune has recorded a result since: nothing reported may be missing from MLflow
+afterwards.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ FAULTS = (
 SFT_STEPS = 24
 OUTAGE_S = 30.0
 MAX_OUTAGE_S = 240.0
+ADMIN = ("autopipe-admin", "not-a-real-password-1")
+CREDENTIALS = {"MLFLOW_TRACKING_USERNAME": ADMIN[0], "MLFLOW_TRACKING_PASSWORD": ADMIN[1]}
 
 
 def reported_rows(storage: Path) -> int:
@@ -91,7 +96,7 @@ class Outage(threading.Thread):
                     break
                 time.sleep(0.5)
             time.sleep(2.0)  # the tracker logs a result in the same callback round as Tune
-            self.proc = start_mlflow_server(self.port, self.d)
+            self.proc = start_mlflow_server(self.port, self.d, ADMIN)
             self.up_at = time.time()
         except BaseException as e:  # reported by the test
             self.error = e
@@ -112,7 +117,10 @@ def reference(tmp_path_factory: pytest.TempPathFactory):
     d = tmp_path_factory.mktemp("reference")
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    proc = start_mlflow_server(port, d)
+    proc = start_mlflow_server(port, d, ADMIN)
+    mp = pytest.MonkeyPatch()  # this module's readers use the credentials too
+    for k, v in CREDENTIALS.items():
+        mp.setenv(k, v)
     outage = Outage(port, d, proc, d / "ray")
     configs = [
         {"sft.lr": RAISE, "sft.batch_size": 8},
@@ -132,15 +140,24 @@ def reference(tmp_path_factory: pytest.TempPathFactory):
     )
     try:
         outage.start()
-        r = run_cli("tune", str(spec), "--quiet", env={"AUTOPIPE_FAULT": FAULTS}, timeout=900)
+        no_credentials = run_cli("tune", str(spec), "--quiet", unset=tuple(CREDENTIALS))
+        wrong = run_cli(
+            "tune", str(spec), "--quiet", env={**CREDENTIALS, "MLFLOW_TRACKING_PASSWORD": "x"}
+        )
+        r = run_cli(
+            "tune", str(spec), "--quiet", env={"AUTOPIPE_FAULT": FAULTS, **CREDENTIALS}, timeout=900
+        )
         outage.stop.set()
         outage.join(timeout=MAX_OUTAGE_S + 150)
         assert outage.error is None, repr(outage.error)
-        yield Reference(d, uri, r, outage)
+        ref = Reference(d, uri, r, outage)
+        ref.refused = (no_credentials, wrong)
+        yield ref
     finally:
         outage.stop.set()
         outage.join(timeout=MAX_OUTAGE_S + 150)
         stop_mlflow_server(outage.proc, signal.SIGKILL)
+        mp.undo()
 
 
 def test_the_job_survives_its_failed_trials(reference: Reference) -> None:
@@ -240,3 +257,19 @@ def test_a_30s_server_outage_mid_job_loses_nothing(reference: Reference) -> None
             assert {m.step for m in got} == want, (t.data.tags[M.TAG_TRIAL_ID], name)
             during += sum(outage.down_at <= m.timestamp / 1000 <= outage.up_at for m in got)
     assert during > 0, "no metric was reported during the outage: nothing was buffered"
+
+
+def test_a_server_behind_authentication_refuses_a_job_without_its_credentials(
+    reference: Reference,
+) -> None:
+    no_credentials, wrong = reference.refused
+    uri = reference.uri
+    for r, line in (
+        (no_credentials, f"tracking.uri {uri!r} requires credentials (HTTP 401): set "),
+        (wrong, f"tracking.uri {uri!r} refused the credentials (HTTP 401): check "),
+    ):
+        assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+        err = r.stderr.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"autopipe: error: {line}"), err
+    # the job with the credentials logged everything (the tests above), and only that one ran
+    assert len(reference.parents) == 1
