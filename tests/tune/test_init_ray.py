@@ -87,3 +87,32 @@ def test_an_embedded_start_first_cleans_up_after_killed_drivers(monkeypatch, cal
     monkeypatch.setattr(cluster, "clean_stale_sessions", lambda: cleaned.append(True) or 0)
     cluster.init_ray(SPEC, None)
     assert cleaned == [True] and len(calls) == 1  # before ray.init (tests/tune/test_stale_ray.py)
+
+
+def test_a_cluster_of_another_ray_version_is_one_line(monkeypatch) -> None:
+    import json
+
+    import ray._raylet
+
+    class OtherVersion:
+        def __init__(self, address: str) -> None:
+            self.address = address
+
+        def internal_kv_get(self, key: bytes, namespace: bytes) -> bytes:
+            return json.dumps({"ray_version": "2.59.0", "python_version": "3.11.7"}).encode()
+
+    monkeypatch.setattr(ray._raylet, "GcsClient", OtherVersion)
+    with pytest.raises(ClusterError) as e:
+        cluster.probe_gcs("10.0.0.9:6379")
+    assert str(e.value) == (
+        f"--address 10.0.0.9:6379: version mismatch: the cluster runs Ray 2.59.0, this client "
+        f"Ray {ray.__version__}; install ray==2.59.0 here (or run the job on the cluster with "
+        "`autopipe submit`)"
+    )
+
+
+def test_auto_without_a_cluster_on_this_machine_is_one_line(monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # no `ray start` recorded a cluster here
+    with pytest.raises(ClusterError, match=r"^--address auto: no Ray cluster runs on this machine"):
+        cluster.probe_gcs("auto")
